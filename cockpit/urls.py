@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from cockpit import views
+from traces import api as traces_api
+from traces import receiver
+
+urlpatterns = [
+    path("", views.fleet, name="fleet"),
+    path("healthz", views.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    # Agent-facing API (v1 contract: change only additively).
+    path("v1/traces", receiver.otlp_traces, name="otlp-traces"),
+    path("api/v1/runs", traces_api.RunList.as_view(), name="api-runs"),
+    path("api/v1/runs/<str:trace_id>", traces_api.RunDetail.as_view(), name="api-run"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("traces.urls")),
+]

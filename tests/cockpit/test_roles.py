@@ -1,0 +1,37 @@
+import pytest
+from django.urls import reverse
+
+from cockpit.roles import ADMIN, COMMANDER, OPERATOR, REVIEWER, VIEWER, user_roles
+
+pytestmark = pytest.mark.django_db
+
+
+def test_each_person_holds_their_role_and_can_view(people):
+    assert user_roles(people["operator"]) == {OPERATOR, VIEWER}
+    assert user_roles(people["reviewer"]) == {REVIEWER, VIEWER}
+    assert user_roles(people["commander"]) == {COMMANDER, VIEWER}
+    assert user_roles(people["viewer"]) == {VIEWER}
+
+
+def test_admins_and_superusers_hold_every_role(people, django_user_model):
+    boss = django_user_model.objects.create_superuser("boss", "boss@example.com", "x")
+    assert user_roles(people["admin"]) == user_roles(boss)
+    assert {ADMIN, OPERATOR, REVIEWER, COMMANDER, VIEWER} <= user_roles(boss)
+
+
+def test_an_outsider_holds_no_role_and_is_refused(people, client_as):
+    assert user_roles(people["outsider"]) == frozenset()
+    response = client_as("outsider").get(reverse("fleet"))
+    assert response.status_code == 403
+
+
+def test_anonymous_people_are_sent_to_login(client):
+    response = client.get(reverse("fleet"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_health_check_reports_the_database(client):
+    response = client.get(reverse("healthz"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
