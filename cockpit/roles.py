@@ -6,6 +6,8 @@ admin group hold every role. A logged-in user with no role (an outsider) sees no
 
 from functools import wraps
 
+from django.contrib import admin
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
@@ -71,3 +73,21 @@ class HasViewerRoleOrProjectKey(BasePermission):
 def roles_context(request) -> dict:
     roles = user_roles(getattr(request, "user", None))
     return {"cockpit_roles": roles, **{f"is_{role}": role in roles for role in ROLES}}
+
+
+class RoleBackend(ModelBackend):
+    """Django's model backend, plus: the admin role holds every Django permission."""
+
+    def has_perm(self, user_obj, perm, obj=None) -> bool:
+        return has_role(user_obj, ADMIN) or super().has_perm(user_obj, perm, obj)
+
+    def has_module_perms(self, user_obj, app_label) -> bool:
+        return has_role(user_obj, ADMIN) or super().has_module_perms(user_obj, app_label)
+
+
+class CockpitAdminSite(admin.AdminSite):
+    site_header = "Agent Cockpit administration"
+    site_title = "Agent Cockpit admin"
+
+    def has_permission(self, request) -> bool:
+        return has_role(request.user, ADMIN)

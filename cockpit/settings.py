@@ -124,7 +124,7 @@ else:
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "cockpit.apps.CockpitAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "channels",
     "cockpit",
@@ -171,6 +172,8 @@ TEMPLATES = [
         },
     },
 ]
+
+AUTHENTICATION_BACKENDS = ["cockpit.roles.RoleBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -253,6 +256,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Agent-facing and read API of Agent Cockpit. OTLP/HTTP ingest is at /v1/traces.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc assets come from the sidecar package: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "traces.models.Run.Status",
+        "SpanStatusEnum": "traces.models.Span.Status",
+    },
 }
 
 LOGGING = {

@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cockpit import views
 from traces import api as traces_api
@@ -17,7 +16,7 @@ urlpatterns = [
     path("v1/traces", receiver.otlp_traces, name="otlp-traces"),
     path("api/v1/runs", traces_api.RunList.as_view(), name="api-runs"),
     path("api/v1/runs/<str:trace_id>", traces_api.RunDetail.as_view(), name="api-run"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/schema/", traces_api.ApiSchema.as_view(), name="api-schema"),
+    path("api/docs/", traces_api.api_docs, name="api-docs"),
     path("", include("traces.urls")),
 ]

@@ -35,3 +35,16 @@ def test_health_check_reports_the_database(client):
     response = client.get(reverse("healthz"))
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_the_admin_role_opens_django_admin_without_the_staff_flag(client_as, people):
+    assert not people["admin"].is_staff
+    response = client_as("admin").get("/admin/auth/group/")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("name", ["operator", "reviewer", "commander", "viewer", "outsider"])
+def test_other_roles_are_kept_out_of_django_admin(client_as, name):
+    response = client_as(name).get("/admin/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
