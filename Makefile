@@ -15,7 +15,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint fmt chromium bench clean
+.PHONY: run test install lint fmt test-packages clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -29,17 +29,22 @@ install: $(STAMP)
 
 ## Bring the cockpit up embedded (SQLite, in-process channel layer and Celery) with a demo fleet.
 run: install
-	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py serve_embedded --host $(HOST) --port $(PORT) --demo
 
-## Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).
-chromium:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
-		echo "Installing Debian's chromium for the browser tests…"; \
+## Debian packages the tests use: chromium for the browser tests (Playwright drives it and never
+## downloads a browser) and docker-compose, which validates docker-compose.yml without an engine.
+## --no-install-recommends keeps docker-compose from pulling in the Docker engine.
+test-packages:
+	@missing=""; \
+	[ -x "$(CHROMIUM)" ] || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages for the tests:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@test -x "$(CHROMIUM)" || (echo "chromium is missing at $(CHROMIUM); install Debian's chromium package." && exit 1)
+	@command -v docker-compose >/dev/null || (echo "docker-compose is missing; install Debian's docker-compose package." && exit 1)
 
 lint: install
 	$(BIN)/ruff check .
@@ -50,7 +55,7 @@ fmt: install
 	$(BIN)/ruff format .
 
 ## The whole suite: lint, migrations check, and pytest against PostgreSQL and Redis.
-test: install chromium lint
+test: install test-packages lint
 	$(TEST_ENV) $(BIN)/python -m cockpit.preflight
 	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)

@@ -144,6 +144,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from the app server (there is no nginx in front by default).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -194,6 +196,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # straight from the installed plotly package, so the front end always matches the Python side.
 _PLOTLY_JS_DIR = Path(importlib.util.find_spec("plotly").origin).parent
 STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", _PLOTLY_JS_DIR / "package_data")]
+# Production serves what collectstatic gathered; embedded mode serves from the source folders.
+WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
