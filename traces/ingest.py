@@ -1,0 +1,741 @@
+"""The span store: write a normalised batch durably and idempotently, with run summaries.
+
+ingest_batch(project, batch) runs ONE transaction. When it returns, every span of the batch is
+stored (or was already), and every run it touched has a summary computed from all of its stored
+spans, so a summary is right whatever the order, duplication or batching of arrival.
+
+Design (PostgreSQL, the production path; no ORM instances, one statement per step):
+
+1. Agents: INSERT … ON CONFLICT DO NOTHING for the batch's agent names, then read their ids,
+   versions and last-seen times. No row lock is taken on agents that already exist.
+2. Runs: INSERT … ON CONFLICT DO NOTHING RETURNING for the batch's trace ids (sorted), then
+   SELECT … FOR UPDATE (sorted) the runs that already existed. Holding the run row lock before
+   reading its spans is what makes the recompute in step 4 see every committed span: a
+   concurrent batch for the same trace waits here until ours commits.
+3. Spans: one INSERT … SELECT FROM unnest(arrays) ON CONFLICT (project, trace, span) DO NOTHING,
+   inside a CTE whose RETURNING tells which spans were new (per run, and per unpriced model).
+4. Run summaries: one UPDATE … FROM (SELECT … FROM span WHERE run_id = ANY(…) GROUP BY run_id)
+   recomputes counts, times, tokens, cost, root name/status/agent for the runs that got new
+   spans. A batch that only repeats stored spans changes nothing.
+5. Unpriced models (upsert adding the count of new unpriced spans), then agent updates and
+   automatic release markers. These rows are shared by all batches, so they are written last
+   (their locks are held only until commit) and only when something changed: last_seen_at moves
+   at most once per LAST_SEEN_RESOLUTION, so concurrent batches of one agent do not queue.
+
+Run hints (version, conversation, session, user, task type, team, outcome) are not Span
+columns, so they live on the Run row. A batch that holds the root span sets each hint the root
+carries (the root is authoritative); any other batch only fills hints that are still blank, with
+the earliest span of the batch that has one. Root hints are therefore right whatever the arrival
+order; the non-root fallback is "earliest span having it" within the first batch that had one,
+which only differs from the global earliest when spans of one trace disagree. Name, agent and
+status come from the stored spans (the root's, else the earliest span's) and are always exact.
+
+Rows are always locked in a fixed order (agents by name, runs by trace id, spans by trace and
+span id, shared rows by key) so concurrent batches cannot deadlock one another.
+
+SQLite (embedded mode) takes a simpler path with the ORM and the same rules, computed in Python
+by summarise_run(); it holds the database's single writer lock for the transaction anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from traces.models import Agent, Project, ReleaseMarker, Run, Span, UnpricedModel
+from traces.normalise import NormalisedBatch, SpanRecord
+
+# last_seen_at is touched at most this often per agent: the row is shared by every batch.
+LAST_SEEN_RESOLUTION = timedelta(seconds=5)
+# A stuck lock or statement becomes an OperationalError (→ 503 + Retry-After), not a hang.
+LOCK_TIMEOUT = "5s"
+STATEMENT_TIMEOUT = "30s"
+
+RUN_HINTS = ("version", "conversation_id", "session_id", "user_id", "task_type", "team", "outcome")
+OUTCOMES = frozenset(Run.Outcome.values) - {""}
+NUL = "\x00"
+
+
+@dataclass(slots=True)
+class IngestResult:
+    received: int  # spans in the batch
+    stored: int  # spans newly stored (the rest were already there)
+    runs: int  # runs touched by the batch
+
+
+def ingest_batch(project: Project, batch: NormalisedBatch) -> IngestResult:
+    spans = sorted(batch.spans, key=lambda s: (s.trace_id, s.span_id))
+    if not spans:
+        return IngestResult(received=0, stored=0, runs=0)
+    now = timezone.now()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            stored, runs = _store_postgresql(project, spans, now)
+        else:
+            stored, runs = _store_portable(project, spans, now)
+    return IngestResult(received=len(spans), stored=stored, runs=runs)
+
+
+# --- What a batch says about its runs and agents (shared by both paths) ----------------------
+
+
+def _clip(value: str, field) -> str:
+    return value[: field.max_length] if value else ""
+
+
+def _run_hint(span: SpanRecord, hint: str) -> str:
+    if hint == "version":
+        value = span.agent_version
+    elif hint == "outcome":
+        value = (span.outcome or "").strip().lower()
+        return value if value in OUTCOMES else ""
+    else:
+        value = getattr(span, hint)
+    return _clip(value, Run._meta.get_field(hint))
+
+
+def run_hints(spans: list[SpanRecord]) -> dict[str, dict[str, tuple[str, str]]]:
+    """{trace_id: {hint: (root's value, earliest span's value)}} for the batch's runs."""
+    by_trace: dict[str, dict[str, tuple[str, str]]] = {}
+    for span in sorted(spans, key=lambda s: (s.started_at, s.span_id)):
+        hints = by_trace.setdefault(span.trace_id, dict.fromkeys(RUN_HINTS, ("", "")))
+        is_root = span.parent_span_id == ""
+        for hint in RUN_HINTS:
+            value = _run_hint(span, hint)
+            if not value:
+                continue
+            root_value, first_value = hints[hint]
+            hints[hint] = (
+                value if is_root and not root_value else root_value,
+                first_value or value,
+            )
+    return by_trace
+
+
+@dataclass(slots=True)
+class AgentSighting:
+    name: str
+    version: str = ""
+    environment: str = ""
+    team: str = ""
+    version_since: datetime | None = None  # earliest start of a span with that version
+
+
+def agent_sightings(spans: list[SpanRecord]) -> dict[str, AgentSighting]:
+    """Per agent name, the newest version, environment and team the batch reports."""
+    sightings: dict[str, AgentSighting] = {}
+    for span in sorted(spans, key=lambda s: s.started_at):
+        name = _clip(span.agent_name, Agent._meta.get_field("name"))
+        if not name:
+            continue
+        seen = sightings.setdefault(name, AgentSighting(name=name))
+        version = _clip(span.agent_version, Agent._meta.get_field("current_version"))
+        if version and version != seen.version:
+            seen.version, seen.version_since = version, span.started_at
+        seen.environment = _clip(span.environment, Agent._meta.get_field("environment")) or (
+            seen.environment
+        )
+        seen.team = _clip(span.team, Agent._meta.get_field("team")) or seen.team
+    return sightings
+
+
+def _agent_changes(agent: Agent, seen: AgentSighting, now: datetime) -> dict:
+    """The fields of an existing agent that this batch changes (empty: leave the row alone)."""
+    changes = {}
+    if agent.last_seen_at < now - LAST_SEEN_RESOLUTION:
+        changes["last_seen_at"] = now
+    if seen.version and seen.version != agent.current_version:
+        changes["current_version"] = seen.version
+    if seen.environment and seen.environment != agent.environment:
+        changes["environment"] = seen.environment
+    if seen.team and seen.team != agent.team:
+        changes["team"] = seen.team
+    return changes
+
+
+def summarise_run(rows: list[dict]) -> dict:
+    """A run's summary from its stored spans (dicts of Span columns); the SQL path's twin."""
+    rows = sorted(rows, key=lambda r: (r["started_at"], r["span_id"]))
+    llm = [r for r in rows if r["kind"] == Span.Kind.LLM]
+    roots = [r for r in rows if r["parent_span_id"] == ""]
+    token_fields = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    if llm:
+        tokens = {f: sum(r[f] for r in llm) for f in token_fields}
+    else:
+        # Agent and chain spans often repeat their children's usage: take one, never a sum.
+        others = [
+            [r["input_tokens"] + r["output_tokens"]] + [r[f] for f in token_fields] for r in rows
+        ]
+        top = max(others)
+        tokens = dict(zip(token_fields, top[1:], strict=True))
+    root = roots[0] if roots else None
+    with_agent = [r["agent_id"] for r in rows if r["agent_id"] is not None]
+    started_at = min(r["started_at"] for r in rows)
+    ended_at = max(r["ended_at"] for r in rows)
+    return {
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "duration_ms": (ended_at - started_at).total_seconds() * 1000,
+        "span_count": len(rows),
+        "llm_calls": len(llm),
+        "tool_calls": sum(1 for r in rows if r["kind"] == Span.Kind.TOOL),
+        "error_count": sum(1 for r in rows if r["status"] == Span.Status.ERROR),
+        **tokens,
+        "cost_usd": sum((r["cost_usd"] for r in llm if r["cost_usd"] is not None), Decimal(0)),
+        "cost_known": all(r["cost_known"] for r in llm),
+        "pii_count": sum(sum(r["pii"].values()) for r in rows if r["pii"]),
+        "name": _clip((root or rows[0])["name"], Run._meta.get_field("name")),
+        "agent_id": (root["agent_id"] if root else None) or (with_agent[0] if with_agent else None),
+        "root_status": root["status"] if root else None,
+    }
+
+
+def run_status(root_status: str | None, outcome: str) -> str:
+    if root_status is None:
+        return Run.Status.RUNNING
+    if root_status == Span.Status.ERROR or outcome == Run.Outcome.FAILURE:
+        return Run.Status.ERROR
+    return Run.Status.OK
+
+
+def _merge_hint(root_value: str, current: str, first_value: str) -> str:
+    return root_value or current or first_value
+
+
+# --- Text and JSON that PostgreSQL accepts ---------------------------------------------------
+
+
+def _pg_text(value: str, limit: int | None = None) -> str:
+    """PostgreSQL text cannot hold NUL; OTLP strings can. Replace it, visibly."""
+    if not value:
+        return ""
+    if limit is not None:
+        value = value[:limit]
+    if NUL in value:
+        value = value.replace(NUL, "\ufffd")
+    return value
+
+
+def _scrub_nul(value):
+    if isinstance(value, str):
+        return value.replace(NUL, "\ufffd")
+    if isinstance(value, dict):
+        return {_scrub_nul(k): _scrub_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_nul(v) for v in value]
+    return value
+
+
+def _pg_json(value) -> str:
+    """JSON text for a jsonb column, which rejects \\u0000 in strings."""
+    if not value:
+        return "[]" if isinstance(value, list) else "{}"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if "\\u0000" in text:
+        text = json.dumps(_scrub_nul(value), ensure_ascii=False, default=str)
+    return text
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _pg_cursor() -> psycopg.Cursor:
+    """A plain psycopg cursor (server-side binding, binary arrays) on Django's connection.
+
+    Django's own cursor binds client-side, which would spell every array out as SQL text.
+    """
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _store_postgresql(project: Project, spans: list[SpanRecord], now: datetime) -> tuple[int, int]:
+    with connection.wrap_database_errors, _pg_cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        cursor.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+        sightings = agent_sightings(spans)
+        agents = _pg_upsert_agents(cursor, project, sightings, now)
+        run_ids = _pg_upsert_runs(cursor, project, spans, now)
+        new_by_run, unpriced = _pg_insert_spans(cursor, project, spans, run_ids, agents, now)
+        if new_by_run:
+            _pg_recompute_runs(cursor, spans, run_ids, set(new_by_run), now)
+        if unpriced:
+            _pg_count_unpriced(cursor, project, unpriced, now)
+        _pg_update_agents(cursor, agents, sightings, now)
+    return sum(new_by_run.values()), len(run_ids)
+
+
+def _pg_upsert_agents(cursor, project, sightings, now) -> dict[str, Agent]:
+    if not sightings:
+        return {}
+    names = sorted(sightings)
+    cursor.execute(
+        """
+        INSERT INTO traces_agent (project_id, name, team, environment, state, state_reason,
+                                  current_version, first_seen_at, last_seen_at)
+        SELECT %s, n, '', '', 'active', '', '', %s, %s FROM unnest(%s::text[]) AS n
+        ORDER BY n
+        ON CONFLICT (project_id, name) DO NOTHING
+        """,
+        [project.pk, now, now, [_pg_text(n) for n in names]],
+    )
+    cursor.execute(
+        """
+        SELECT id, name, team, environment, current_version, last_seen_at FROM traces_agent
+        WHERE project_id = %s AND name = ANY(%s::text[])
+        """,
+        [project.pk, [_pg_text(n) for n in names]],
+    )
+    agents = {}
+    for pk, name, team, environment, version, last_seen_at in cursor.fetchall():
+        agents[name] = Agent(
+            pk=pk,
+            name=name,
+            team=team,
+            environment=environment,
+            current_version=version,
+            last_seen_at=last_seen_at,
+        )
+    return agents
+
+
+def _pg_upsert_runs(cursor, project, spans, now) -> dict[str, int]:
+    """{trace_id: run id}, every run locked by this transaction (see step 2 above)."""
+    bounds: dict[str, list[datetime]] = {}
+    for span in spans:
+        known = bounds.get(span.trace_id)
+        if known is None:
+            bounds[span.trace_id] = [span.started_at, span.ended_at]
+        else:
+            known[0] = min(known[0], span.started_at)
+            known[1] = max(known[1], span.ended_at)
+    trace_ids = sorted(bounds)
+    cursor.execute(
+        """
+        INSERT INTO traces_run (project_id, trace_id, name, version, conversation_id, session_id,
+            user_id, task_type, team, outcome, status, started_at, ended_at, duration_ms,
+            span_count, llm_calls, tool_calls, error_count, input_tokens, output_tokens,
+            cache_read_tokens, cache_write_tokens, cost_usd, cost_known, pii_count, updated_at)
+        SELECT %s, t.trace_id, '', '', '', '', '', '', '', '', 'running', t.started_at,
+            t.ended_at, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, true, 0, %s
+        FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[])
+            AS t(trace_id, started_at, ended_at)
+        ORDER BY t.trace_id
+        ON CONFLICT (project_id, trace_id) DO NOTHING
+        RETURNING trace_id, id
+        """,
+        [
+            project.pk,
+            now,
+            trace_ids,
+            [bounds[t][0] for t in trace_ids],
+            [bounds[t][1] for t in trace_ids],
+        ],
+    )
+    run_ids = dict(cursor.fetchall())
+    existing = [t for t in trace_ids if t not in run_ids]
+    if existing:
+        cursor.execute(
+            """
+            SELECT trace_id, id FROM traces_run WHERE project_id = %s AND trace_id = ANY(%s)
+            ORDER BY trace_id FOR UPDATE
+            """,
+            [project.pk, existing],
+        )
+        run_ids.update(cursor.fetchall())
+    return run_ids
+
+
+# (column, SQL type, how to turn the SpanRecord attribute of that name into the column value).
+# Order is the INSERT's column order.
+def _as_text(limit):
+    return lambda values: [_pg_text(v, limit) for v in values]
+
+
+def _as(convert):
+    return lambda values: [convert(v) for v in values]
+
+
+def _text_column(name: str):
+    return (name, "text", _as_text(Span._meta.get_field(name).max_length))
+
+
+def _same(values):
+    return list(values)
+
+
+SPAN_COLUMNS = [
+    _text_column("trace_id"),
+    _text_column("span_id"),
+    _text_column("parent_span_id"),
+    _text_column("kind"),
+    _text_column("name"),
+    _text_column("operation"),
+    ("started_at", "timestamptz", _same),
+    ("ended_at", "timestamptz", _same),
+    ("duration_ms", "float8", _as(float)),
+    _text_column("status"),
+    _text_column("error_type"),
+    _text_column("error_message"),
+    _text_column("provider"),
+    _text_column("model"),
+    _text_column("tool_name"),
+    ("input_tokens", "int8", _as(int)),
+    ("output_tokens", "int8", _as(int)),
+    ("cache_read_tokens", "int8", _as(int)),
+    ("cache_write_tokens", "int8", _as(int)),
+    ("reasoning_tokens", "int8", _as(int)),
+    ("cost_usd", "numeric", _same),
+    ("cost_known", "bool", _as(bool)),
+    ("attributes", "jsonb", _as(_pg_json)),
+    ("events", "jsonb", _as(_pg_json)),
+    _text_column("input"),
+    _text_column("output"),
+    _text_column("input_format"),
+    _text_column("output_format"),
+    ("input_truncated", "bool", _as(bool)),
+    ("output_truncated", "bool", _as(bool)),
+    ("pii", "jsonb", _as(_pg_json)),
+    ("secrets_redacted", "int8", _as(int)),
+]
+
+
+def _span_insert_sql() -> str:
+    names = [name for name, _, _ in SPAN_COLUMNS]
+    # jsonb travels as text and is cast per element: JSON text is what we have in hand.
+    array_types = ["text" if kind == "jsonb" else kind for _, kind, _ in SPAN_COLUMNS]
+    selected = [
+        f"t.{name}::jsonb" if kind == "jsonb" else f"t.{name}" for name, kind, _ in SPAN_COLUMNS
+    ]
+    arrays = ", ".join(f"%b::{kind}[]" for kind in ["int8", "int8", "text"] + array_types)
+    # Only column names from SPAN_COLUMNS go into the text; every value is a bound parameter.
+    return f"""
+        WITH inserted AS (
+            INSERT INTO traces_span (project_id, ingested_at, run_id, agent_id, resource,
+                                     {", ".join(names)})
+            SELECT %s, %s, t.run_id, t.agent_id, t.resource::jsonb, {", ".join(selected)}
+            FROM unnest({arrays}) AS t(run_id, agent_id, resource, {", ".join(names)})
+            ON CONFLICT (project_id, trace_id, span_id) DO NOTHING
+            RETURNING run_id, cost_known, provider, model
+        )
+        SELECT run_id, cost_known, provider, model, count(*) FROM inserted
+        GROUP BY run_id, cost_known, provider, model
+    """  # noqa: S608
+
+
+SPAN_INSERT_SQL = _span_insert_sql()
+
+
+def _pg_insert_spans(cursor, project, spans, run_ids, agents, now):
+    """Insert the spans that are new. Returns ({run id: new spans}, {(provider, model): n})."""
+    # Spans of one resource share its attributes dict: serialise it once.
+    resource_json: dict[int, str] = {}
+    resources = []
+    for span in spans:
+        key = id(span.resource)
+        if key not in resource_json:
+            resource_json[key] = _pg_json(span.resource)
+        resources.append(resource_json[key])
+    agent_name_field = Agent._meta.get_field("name")
+    agent_ids = []
+    for span in spans:
+        agent = agents.get(_clip(span.agent_name, agent_name_field))
+        agent_ids.append(agent.pk if agent else None)
+    columns = [[run_ids[s.trace_id] for s in spans], agent_ids, resources]
+    columns += [convert([getattr(s, name) for s in spans]) for name, _, convert in SPAN_COLUMNS]
+    cursor.execute(SPAN_INSERT_SQL, [project.pk, now, *columns])
+    new_by_run: dict[int, int] = {}
+    unpriced: dict[tuple[str, str], int] = {}
+    for run_id, cost_known, provider, model, count in cursor.fetchall():
+        new_by_run[run_id] = new_by_run.get(run_id, 0) + count
+        if not cost_known:
+            unpriced[(provider, model)] = unpriced.get((provider, model), 0) + count
+    return new_by_run, unpriced
+
+
+RUN_RECOMPUTE_SQL = """
+    WITH s AS (
+        SELECT run_id,
+            min(started_at) AS started_at,
+            max(ended_at) AS ended_at,
+            count(*) AS span_count,
+            count(*) FILTER (WHERE kind = 'llm') AS llm_calls,
+            count(*) FILTER (WHERE kind = 'tool') AS tool_calls,
+            count(*) FILTER (WHERE status = 'error') AS error_count,
+            sum(input_tokens) FILTER (WHERE kind = 'llm') AS llm_input,
+            sum(output_tokens) FILTER (WHERE kind = 'llm') AS llm_output,
+            sum(cache_read_tokens) FILTER (WHERE kind = 'llm') AS llm_cache_read,
+            sum(cache_write_tokens) FILTER (WHERE kind = 'llm') AS llm_cache_write,
+            -- Arrays compare element by element: this is the usage of the largest span.
+            max(ARRAY[input_tokens + output_tokens, input_tokens, output_tokens,
+                      cache_read_tokens, cache_write_tokens]) AS top_usage,
+            coalesce(sum(cost_usd) FILTER (WHERE kind = 'llm'), 0) AS cost_usd,
+            coalesce(bool_and(cost_known) FILTER (WHERE kind = 'llm'), true) AS cost_known,
+            sum(CASE WHEN pii = '{}'::jsonb THEN 0 ELSE
+                (SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(pii)) END)
+                AS pii_count,
+            (array_agg(name ORDER BY started_at, span_id)
+                FILTER (WHERE parent_span_id = ''))[1] AS root_name,
+            (array_agg(status ORDER BY started_at, span_id)
+                FILTER (WHERE parent_span_id = ''))[1] AS root_status,
+            (array_agg(agent_id ORDER BY started_at, span_id)
+                FILTER (WHERE parent_span_id = ''))[1] AS root_agent,
+            (array_agg(name ORDER BY started_at, span_id))[1] AS first_name,
+            (array_agg(agent_id ORDER BY started_at, span_id)
+                FILTER (WHERE agent_id IS NOT NULL))[1] AS first_agent
+        FROM traces_span WHERE run_id = ANY(%(run_ids)s) GROUP BY run_id
+    ),
+    h AS (
+        SELECT * FROM unnest(%(run_ids)s::int8[],
+            %(version_root)s::text[], %(version_first)s::text[],
+            %(conversation_id_root)s::text[], %(conversation_id_first)s::text[],
+            %(session_id_root)s::text[], %(session_id_first)s::text[],
+            %(user_id_root)s::text[], %(user_id_first)s::text[],
+            %(task_type_root)s::text[], %(task_type_first)s::text[],
+            %(team_root)s::text[], %(team_first)s::text[],
+            %(outcome_root)s::text[], %(outcome_first)s::text[])
+        AS h(run_id, version_root, version_first, conversation_id_root, conversation_id_first,
+             session_id_root, session_id_first, user_id_root, user_id_first,
+             task_type_root, task_type_first, team_root, team_first,
+             outcome_root, outcome_first)
+    ),
+    merged AS (
+        SELECT s.*, h.*, r.id AS id,
+            coalesce(nullif(h.outcome_root, ''), nullif(r.outcome, ''), h.outcome_first)
+                AS new_outcome
+        FROM s JOIN h ON h.run_id = s.run_id JOIN traces_run r ON r.id = s.run_id
+    )
+    UPDATE traces_run AS r SET
+        started_at = m.started_at,
+        ended_at = m.ended_at,
+        duration_ms = extract(epoch FROM m.ended_at - m.started_at) * 1000,
+        span_count = m.span_count,
+        llm_calls = m.llm_calls,
+        tool_calls = m.tool_calls,
+        error_count = m.error_count,
+        -- Agent spans repeat their children's usage: without LLM spans take the largest, once.
+        input_tokens = CASE WHEN m.llm_calls > 0 THEN m.llm_input ELSE m.top_usage[2] END,
+        output_tokens = CASE WHEN m.llm_calls > 0 THEN m.llm_output ELSE m.top_usage[3] END,
+        cache_read_tokens = CASE WHEN m.llm_calls > 0 THEN m.llm_cache_read
+            ELSE m.top_usage[4] END,
+        cache_write_tokens = CASE WHEN m.llm_calls > 0 THEN m.llm_cache_write
+            ELSE m.top_usage[5] END,
+        cost_usd = m.cost_usd,
+        cost_known = m.cost_known,
+        pii_count = m.pii_count,
+        name = left(coalesce(m.root_name, m.first_name), 300),
+        agent_id = coalesce(m.root_agent, m.first_agent),
+        version = coalesce(nullif(m.version_root, ''), nullif(r.version, ''), m.version_first),
+        conversation_id = coalesce(nullif(m.conversation_id_root, ''),
+            nullif(r.conversation_id, ''), m.conversation_id_first),
+        session_id = coalesce(nullif(m.session_id_root, ''), nullif(r.session_id, ''),
+            m.session_id_first),
+        user_id = coalesce(nullif(m.user_id_root, ''), nullif(r.user_id, ''), m.user_id_first),
+        task_type = coalesce(nullif(m.task_type_root, ''), nullif(r.task_type, ''),
+            m.task_type_first),
+        team = coalesce(nullif(m.team_root, ''), nullif(r.team, ''), m.team_first),
+        outcome = m.new_outcome,
+        status = CASE WHEN m.root_status IS NULL THEN 'running'
+            WHEN m.root_status = 'error' OR m.new_outcome = 'failure' THEN 'error'
+            ELSE 'ok' END,
+        updated_at = %(now)s
+    FROM merged AS m
+    WHERE r.id = m.id
+"""
+
+
+def _pg_recompute_runs(cursor, spans, run_ids, touched: set[int], now) -> None:
+    hints = run_hints(spans)
+    traces = sorted(t for t, pk in run_ids.items() if pk in touched)
+    params: dict = {"run_ids": [run_ids[t] for t in traces], "now": now}
+    for hint in RUN_HINTS:
+        params[f"{hint}_root"] = [_pg_text(hints[t][hint][0]) for t in traces]
+        params[f"{hint}_first"] = [_pg_text(hints[t][hint][1]) for t in traces]
+    cursor.execute(RUN_RECOMPUTE_SQL, params)
+
+
+def _pg_count_unpriced(cursor, project, unpriced, now) -> None:
+    keys = sorted(unpriced)
+    cursor.execute(
+        """
+        INSERT INTO traces_unpricedmodel AS u (project_id, provider, model, span_count,
+                                               first_seen_at, last_seen_at)
+        SELECT %s, t.provider, t.model, t.n, %s, %s
+        FROM unnest(%s::text[], %s::text[], %s::int8[]) AS t(provider, model, n)
+        ORDER BY t.provider, t.model
+        ON CONFLICT (project_id, provider, model) DO UPDATE
+        SET span_count = u.span_count + excluded.span_count, last_seen_at = excluded.last_seen_at
+        """,
+        [
+            project.pk,
+            now,
+            now,
+            [p for p, _ in keys],
+            [m for _, m in keys],
+            [unpriced[k] for k in keys],
+        ],
+    )
+
+
+def _pg_update_agents(cursor, agents, sightings, now) -> None:
+    for agent in sorted(agents.values(), key=lambda a: a.pk):
+        seen = sightings[agent.name]
+        changes = _agent_changes(agent, seen, now)
+        if changes:
+            assignments = ", ".join(f"{field} = %s" for field in changes)
+            cursor.execute(
+                # Field names come from _agent_changes, never from input.
+                f"UPDATE traces_agent SET {assignments} WHERE id = %s",  # noqa: S608
+                [*(_pg_text(v) if isinstance(v, str) else v for v in changes.values()), agent.pk],
+            )
+        if "current_version" in changes:
+            cursor.execute(
+                """
+                INSERT INTO traces_releasemarker (agent_id, version, prompt_version, model, notes,
+                                                  source, at)
+                VALUES (%s, %s, '', '', '', 'auto', %s)
+                ON CONFLICT (agent_id, version) DO NOTHING
+                """,
+                [agent.pk, _pg_text(seen.version), seen.version_since or now],
+            )
+
+
+# --- SQLite (embedded mode) ------------------------------------------------------------------
+
+
+def _store_portable(project: Project, spans: list[SpanRecord], now: datetime) -> tuple[int, int]:
+    sightings = agent_sightings(spans)
+    agents = _upsert_agents(project, sightings, now)
+    run_ids = _upsert_runs(project, spans, now)
+    new_spans = _insert_new_spans(project, spans, run_ids, agents, now)
+    touched = {run_ids[s.trace_id] for s in new_spans}
+    if touched:
+        _recompute_runs(spans, run_ids, touched, now)
+    _count_unpriced(project, new_spans, now)
+    for name, agent in agents.items():
+        _update_agent(agent, sightings[name], now)
+    return len(new_spans), len(run_ids)
+
+
+def _upsert_agents(project, sightings, now) -> dict[str, Agent]:
+    Agent.objects.bulk_create(
+        [Agent(project=project, name=n, first_seen_at=now, last_seen_at=now) for n in sightings],
+        ignore_conflicts=True,
+    )
+    return {a.name: a for a in Agent.objects.filter(project=project, name__in=list(sightings))}
+
+
+def _upsert_runs(project, spans, now) -> dict[str, int]:
+    first = {}
+    for span in spans:
+        first.setdefault(span.trace_id, span)
+    Run.objects.bulk_create(
+        [
+            Run(project=project, trace_id=t, started_at=s.started_at, ended_at=s.ended_at)
+            for t, s in first.items()
+        ],
+        ignore_conflicts=True,
+    )
+    runs = Run.objects.filter(project=project, trace_id__in=list(first))
+    return dict(runs.values_list("trace_id", "id"))
+
+
+def _insert_new_spans(project, spans, run_ids, agents, now) -> list[SpanRecord]:
+    stored = set(
+        Span.objects.filter(project=project, run_id__in=run_ids.values()).values_list(
+            "trace_id", "span_id"
+        )
+    )
+    new_spans = []
+    for span in spans:
+        if (span.trace_id, span.span_id) not in stored:
+            stored.add((span.trace_id, span.span_id))
+            new_spans.append(span)
+    agent_name_field = Agent._meta.get_field("name")
+    Span.objects.bulk_create(
+        [
+            _span_instance(
+                project, s, run_ids, agents.get(_clip(s.agent_name, agent_name_field)), now
+            )
+            for s in new_spans
+        ]
+    )
+    return new_spans
+
+
+def _span_instance(project, record: SpanRecord, run_ids, agent, now) -> Span:
+    fields = {name: getattr(record, name) for name, _, _ in SPAN_COLUMNS}
+    for name, value in fields.items():
+        if isinstance(value, str):
+            fields[name] = _clip(value, Span._meta.get_field(name))
+    return Span(
+        project=project,
+        run_id=run_ids[record.trace_id],
+        agent=agent,
+        resource=record.resource,
+        ingested_at=now,
+        **fields,
+    )
+
+
+SUMMARY_COLUMNS = (
+    "span_id", "parent_span_id", "name", "kind", "status", "started_at", "ended_at", "agent_id",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+    "cost_known", "pii", "run_id",
+)  # fmt: skip
+
+
+def _recompute_runs(spans, run_ids, touched, now) -> None:
+    hints = run_hints(spans)
+    rows_by_run: dict[int, list[dict]] = {}
+    for row in Span.objects.filter(run_id__in=touched).values(*SUMMARY_COLUMNS):
+        rows_by_run.setdefault(row["run_id"], []).append(row)
+    trace_by_run = {pk: t for t, pk in run_ids.items()}
+    for run in Run.objects.filter(pk__in=touched):
+        summary = summarise_run(rows_by_run[run.pk])
+        root_status = summary.pop("root_status")
+        for field, value in summary.items():
+            setattr(run, field, value)
+        for hint in RUN_HINTS:
+            root_value, first_value = hints[trace_by_run[run.pk]][hint]
+            setattr(run, hint, _merge_hint(root_value, getattr(run, hint), first_value))
+        run.status = run_status(root_status, run.outcome)
+        run.updated_at = now
+        run.save()
+
+
+def _count_unpriced(project, new_spans, now) -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for span in new_spans:
+        if not span.cost_known:
+            key = (_clip(span.provider, UnpricedModel._meta.get_field("provider")), span.model)
+            counts[key] = counts.get(key, 0) + 1
+    for (provider, model), n in sorted(counts.items()):
+        row, created = UnpricedModel.objects.get_or_create(
+            project=project,
+            provider=provider,
+            model=_clip(model, UnpricedModel._meta.get_field("model")),
+            defaults={"span_count": n, "first_seen_at": now, "last_seen_at": now},
+        )
+        if not created:
+            UnpricedModel.objects.filter(pk=row.pk).update(
+                span_count=F("span_count") + n, last_seen_at=now
+            )
+
+
+def _update_agent(agent: Agent, seen: AgentSighting, now) -> None:
+    changes = _agent_changes(agent, seen, now)
+    if changes:
+        Agent.objects.filter(pk=agent.pk).update(**changes)
+    if "current_version" in changes:
+        ReleaseMarker.objects.get_or_create(
+            agent=agent,
+            version=seen.version,
+            defaults={"source": ReleaseMarker.Source.AUTO, "at": seen.version_since or now},
+        )
