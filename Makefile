@@ -8,11 +8,11 @@ PORT ?= 8000
 
 # The test suite talks to real servers: PostgreSQL and Redis on their standard local ports
 # unless DATABASE_URL / REDIS_URL say otherwise.
+CHROMIUM ?= /usr/bin/chromium
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://postgres@127.0.0.1:5432/test)
 TEST_REDIS_URL ?= $(or $(REDIS_URL),redis://127.0.0.1:6379/15)
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	COCKPIT_SECRET_KEY=test-only-secret-key COCKPIT_CHROMIUM=$(CHROMIUM)
-CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
 .PHONY: run test install lint fmt test-packages clean

@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def browser():
-    executable = os.environ.get("COCKPIT_CHROMIUM", "/usr/bin/chromium")
+    executable = os.environ.get("COCKPIT_CHROMIUM") or "/usr/bin/chromium"
     if not Path(executable).exists():
         pytest.skip(f"chromium not found at {executable}; run `make chromium`")
     with sync_playwright() as playwright:
