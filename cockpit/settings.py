@@ -66,9 +66,17 @@ def database_from_url(name: str, url: str) -> dict:
         port = parts.port
     except ValueError:
         raise ImproperlyConfigured(f"{name} has a bad port: {url!r}") from None
-    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    options: dict = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     # A database that is down must answer quickly (ingest turns this into 503 + Retry-After).
     options.setdefault("connect_timeout", str(env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)))
+    # Under ASGI every request runs its sync code in a thread of its own, so Django's
+    # persistent connections would be opened anew per request: a pool keeps them instead.
+    # Waiting longer than `timeout` for a free connection raises, which ingest answers 503.
+    options["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN", 2, minimum=0),
+        "max_size": env_int("DATABASE_POOL_MAX", 10, minimum=1),
+        "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
+    }
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(dbname),
@@ -76,8 +84,6 @@ def database_from_url(name: str, url: str) -> dict:
         "PASSWORD": unquote(parts.password or ""),
         "HOST": parts.hostname or "",
         "PORT": str(port or ""),
-        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
-        "CONN_HEALTH_CHECKS": True,
         "OPTIONS": options,
     }
 

@@ -222,10 +222,22 @@ class Span(models.Model):
         OK = "ok"
         ERROR = "error"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="spans")
+    # Spans are the hot table: every index and foreign-key check costs each ingested row.
+    # The unique constraint below leads with project and span_run_idx with run, so neither
+    # needs an index of its own. Ingest sets project and agent from rows it has just read,
+    # so only the run reference is checked by the database.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="spans", db_index=False)
     agent = models.ForeignKey(
-        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     trace_id = models.CharField(max_length=32)
     span_id = models.CharField(max_length=16)

@@ -8,11 +8,11 @@ None means "no known price" (never zero). Token counts follow OTel: input_tokens
 reads and writes, which genai-prices also expects; it bills the cached part at the cache rates
 and the rest at the input rate.
 
-genai-prices' calc_price costs ~100 µs a call, too slow for ingest. So the model lookup is
-cached per (provider, model), and for the common price shapes (plain input/output/cache rates,
-tiers, a per-request fee) the cost is computed here with genai-prices' own calc_unit_price on
-the ModelPrice it resolved; any other shape (audio, image, 1h cache writes…) goes through
-genai-prices' ModelPrice.calc_price unchanged.
+genai-prices' calc_price costs 100-300 µs a call, too slow for ingest. So the model lookup is
+cached per (provider, model), and the cost is computed here with genai-prices' own
+calc_unit_price (which handles tiers) on the ModelPrice it resolved, for the four token counts
+OTel reports. Prices for usage OTel never reports (audio, images, 1-hour cache writes, searches)
+meet a zero count; tests/traces/test_pricing.py checks the result against calc_price itself.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from genai_prices import Usage
 from genai_prices import types as price_types
 from genai_prices.data_snapshot import get_snapshot
 
@@ -45,19 +44,9 @@ PROVIDER_ALIASES: dict[str, str | None] = {
     "ibm.watsonx.ai": None,
 }
 
-# Price keys the fast path understands. Usage for the *_kcount tool keys is always zero here,
-# so they contribute nothing and do not force the slow path.
+# The only usage the cockpit reports: OTel spans carry no audio, image or 1-hour-cache counts,
+# so every other price in genai-prices' data meets a zero count and contributes nothing.
 _TOKEN_PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
-_ZERO_USAGE_KEYS = frozenset(
-    {
-        "web_searches_kcount",
-        "storage_searches_kcount",
-        "social_searches_kcount",
-        "code_executions_kcount",
-        "rerank_searches_kcount",
-    }
-)
-_FAST_KEYS = frozenset(_TOKEN_PRICE_KEYS) | _ZERO_USAGE_KEYS | {"requests_kcount"}
 _MILLION = 1_000_000
 _ZERO = Decimal(0)
 
@@ -102,12 +91,8 @@ def cost_from_row(
     )
 
 
-def _fast_plan(model_price: price_types.ModelPrice):
-    """(input, output, cache_read, cache_write, requests) prices, or None if the shape needs
-    genai-prices' general calculation."""
-    keys = {key for key, value in vars(model_price).items() if value is not None}
-    if not keys <= _FAST_KEYS:
-        return None
+def _fast_plan(model_price: price_types.ModelPrice) -> tuple:
+    """(input, output, cache_read, cache_write, requests) prices of a genai-prices ModelPrice."""
     return tuple(getattr(model_price, key) for key in (*_TOKEN_PRICE_KEYS, "requests_kcount"))
 
 
@@ -120,14 +105,6 @@ def cost_from_model_price(
     plan=None,
 ) -> Decimal:
     plan = plan or _fast_plan(model_price)
-    if plan is None:
-        usage = Usage(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read_tokens,
-            cache_write_tokens=cache_write_tokens,
-        )
-        return model_price.calc_price(usage)["total_price"]
     input_price, output_price, cache_read_price, cache_write_price, request_price = plan
     # Like genai-prices, cache tokens are carved out of input only when they have a price of
     # their own; otherwise they stay in input and are billed at the input rate.

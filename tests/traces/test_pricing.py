@@ -1,13 +1,15 @@
 """Token pricing: genai-prices, provider aliases and per-project overrides."""
 
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from genai_prices import Usage, calc_price
+from genai_prices.data_snapshot import get_snapshot
 
 from traces.models import ModelPrice
-from traces.pricing import Pricer, cost_from_row
+from traces.pricing import Pricer, cost_from_model_price, cost_from_row
 
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -70,6 +72,27 @@ def test_the_fast_path_matches_genai_prices_for_many_usages():
         assert pricer.price("google", "gemini-2.5-pro", at=AT, **tokens) == expected(
             "gemini-2.5-pro", "google", **tokens
         )
+
+
+def test_the_fast_path_matches_genai_prices_for_every_bundled_model():
+    # Models with audio, image or 1-hour cache prices included: OTel never reports those
+    # counts, so they must contribute nothing, exactly as in genai-prices' own calculation.
+    rng = random.Random(7)
+    checked = 0
+    for provider in get_snapshot().providers:
+        for model in provider.models:
+            model_price = model.get_prices(AT)
+            input_tokens = rng.randint(0, 2_000_000)
+            usage = {
+                "input_tokens": input_tokens,
+                "output_tokens": rng.randint(0, 50_000),
+                "cache_read_tokens": rng.randint(0, input_tokens // 2),
+                "cache_write_tokens": rng.randint(0, input_tokens // 3),
+            }
+            want = model_price.calc_price(Usage(**usage))["total_price"]
+            assert cost_from_model_price(model_price, *usage.values()) == want, model.id
+            checked += 1
+    assert checked > 500
 
 
 @pytest.mark.django_db
