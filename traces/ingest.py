@@ -39,11 +39,11 @@ by summarise_run(); it holds the database's single writer lock for the transacti
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import psycopg
 from django.db import connection, transaction
 from django.db.models import F
@@ -240,9 +240,9 @@ def _pg_json(value) -> str:
     """JSON text for a jsonb column, which rejects \\u0000 in strings."""
     if not value:
         return "[]" if isinstance(value, list) else "{}"
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = orjson.dumps(value, default=str).decode()
     if "\\u0000" in text:
-        text = json.dumps(_scrub_nul(value), ensure_ascii=False, default=str)
+        text = orjson.dumps(_scrub_nul(value), default=str).decode()
     return text
 
 

@@ -222,14 +222,18 @@ class Span(models.Model):
         OK = "ok"
         ERROR = "error"
 
-    # Spans are the hot table: every index and foreign-key check costs each ingested row.
-    # The unique constraint below leads with project and span_run_idx with run, so neither
-    # needs an index of its own. Ingest sets project and agent from rows it has just read,
-    # so only the run reference is checked by the database.
+    # Spans are the hot table: every index and foreign-key check costs each ingested row
+    # (a database foreign-key check is a trigger and a row lock per span). The unique
+    # constraint below leads with project and span_run_idx with run, so neither needs an
+    # index of its own; ingest sets project, run and agent from rows it has just written or
+    # locked in the same transaction, so the database does not check them again. Deletes
+    # still cascade through Django.
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="spans", db_index=False)
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="spans", db_index=False, db_constraint=False
+    )
     agent = models.ForeignKey(
         Agent,
         null=True,

@@ -15,13 +15,13 @@ CONTRACT (shared by the receiver work and the normaliser work; keep it stable):
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError
 
@@ -240,6 +240,11 @@ def _classify_key(key: str) -> int:
 # --- Values ----------------------------------------------------------------------------------
 
 
+def _json_text(value) -> str:
+    """Compact JSON text. orjson is several times faster than json here, on the ingest path."""
+    return orjson.dumps(value, default=str).decode()
+
+
 def _clean(text: str, cap: int) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "")
@@ -349,7 +354,7 @@ def _short(value, field_name: str) -> str:
 
 
 def _as_json_text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return value if isinstance(value, str) else _json_text(value)
 
 
 # --- Messages --------------------------------------------------------------------------------
@@ -368,7 +373,7 @@ def _parse_json(value):
     """A JSON string as a value; anything else (or unparseable text) unchanged."""
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
-            return json.loads(value)
+            return orjson.loads(value)
         except ValueError:
             return value
     return value
@@ -391,7 +396,7 @@ def _text_of(content) -> str:
                     texts.append(text)
         if texts:
             return "\n".join(texts)
-    return json.dumps(content, ensure_ascii=False)
+    return _json_text(content)
 
 
 def _tool_call(call: dict) -> dict:
@@ -525,7 +530,7 @@ def _sort_index(text: str) -> int:
 def _raw_format(value, mime_type) -> tuple[str, str]:
     """(text, "json" | "text") for input.value / tool arguments and their kin."""
     if not isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False), "json"
+        return _json_text(value), "json"
     if mime_type == "application/json":
         return value, "json"
     if value[:1] in ("{", "[") and _parse_json(value) is not value:
@@ -855,7 +860,7 @@ def _content(
     messages: list, content: dict, raw_keys: tuple[str, str], mime_type
 ) -> tuple[str, str]:
     if messages:
-        return json.dumps(messages, ensure_ascii=False), "messages"
+        return _json_text(messages), "messages"
     for key in raw_keys:
         value = content.get(key)
         if value is not None and value != "":

@@ -202,7 +202,7 @@ def test_it_reads_new_genai_messages_as_structured_values():
         {
             "role": "assistant",
             "content": "",
-            "tool_calls": [{"name": "weather", "arguments": '{"city": "Oslo"}', "id": "c1"}],
+            "tool_calls": [{"name": "weather", "arguments": '{"city":"Oslo"}', "id": "c1"}],
             "tool_call_id": "",
         },
         {"role": "tool", "content": "4°C", "tool_calls": [], "tool_call_id": "c1"},
