@@ -220,9 +220,19 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def client_loop(host, port, key, batches: Batches, tally: Tally, deadline: float) -> None:
+def client_loop(
+    host, port, key, batches: Batches, tally: Tally, deadline: float, keep_alive: bool
+) -> None:
+    """Send batches until none are left or the deadline passes.
+
+    Without keep_alive each batch goes on a new connection, so every request is accepted by
+    whichever server worker is free, as behind a load balancer. With it, each client stays on
+    the worker that accepted its first connection, and 4 clients may land 3:1 on 2 workers.
+    """
     connection = http.client.HTTPConnection(host, port, timeout=60)
     headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"}
+    if not keep_alive:
+        headers["Connection"] = "close"
     body = batches.take()
     while body is not None and time.monotonic() < deadline:
         started = time.perf_counter()
@@ -230,6 +240,8 @@ def client_loop(host, port, key, batches: Batches, tally: Tally, deadline: float
             connection.request("POST", "/v1/traces", body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
+            if not keep_alive:
+                connection.close()
         except (OSError, http.client.HTTPException) as error:
             connection.close()
             connection = http.client.HTTPConnection(host, port, timeout=60)
@@ -299,6 +311,11 @@ class Command(BaseCommand):
         parser.add_argument("--batches", type=int, default=1000, help="Batches prepared (max).")
         parser.add_argument("--duration", type=float, default=30.0, help="Seconds, at most.")
         parser.add_argument("--server-pid", type=int, help="Report this process tree's RSS.")
+        parser.add_argument(
+            "--keep-alive",
+            action="store_true",
+            help="Reuse each client's connection (default: a new connection per batch).",
+        )
 
     def handle(self, *args, url, key, clients, traces_per_batch, batches, duration, **options):
         parts = urlsplit(url)
@@ -331,7 +348,15 @@ class Command(BaseCommand):
         threads = [
             threading.Thread(
                 target=client_loop,
-                args=(parts.hostname, parts.port or 80, key, prepared, tally, started + duration),
+                args=(
+                    parts.hostname,
+                    parts.port or 80,
+                    key,
+                    prepared,
+                    tally,
+                    started + duration,
+                    options["keep_alive"],
+                ),
             )
             for _ in range(clients)
         ]
