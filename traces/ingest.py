@@ -39,13 +39,14 @@ by summarise_run(); it holds the database's single writer lock for the transacti
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import orjson
 import psycopg
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -405,65 +406,46 @@ def _pg_upsert_runs(cursor, project, spans, agents, now) -> tuple[dict[str, int]
     return run_ids, created
 
 
-# (column, SQL type, how to turn the SpanRecord attribute of that name into the column value).
-# Order is the INSERT's column order.
-def _as_text(limit):
-    return lambda values: [_pg_text(v, limit) for v in values]
+# The Span columns a SpanRecord fills, in COPY order, and how each is made safe for the store.
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "kind", "name", "operation", "started_at",
+    "ended_at", "duration_ms", "status", "error_type", "error_message", "provider", "model",
+    "tool_name", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "cost_usd", "cost_known", "attributes", "events", "input", "output",
+    "input_format", "output_format", "input_truncated", "output_truncated", "pii",
+    "secrets_redacted",
+)  # fmt: skip
+_span_values = operator.attrgetter(*SPAN_COLUMNS)
+# (position, max length or None) of text columns; positions of jsonb columns.
+_TEXT_POSITIONS = tuple(
+    (position, Span._meta.get_field(name).max_length)
+    for position, name in enumerate(SPAN_COLUMNS)
+    if isinstance(Span._meta.get_field(name), models.CharField | models.TextField)
+)
+_JSON_POSITIONS = tuple(
+    position
+    for position, name in enumerate(SPAN_COLUMNS)
+    if isinstance(Span._meta.get_field(name), models.JSONField)
+)
 
 
-def _as(convert):
-    return lambda values: [convert(v) for v in values]
-
-
-def _text_column(name: str):
-    return (name, "text", _as_text(Span._meta.get_field(name).max_length))
-
-
-def _same(values):
-    return list(values)
-
-
-SPAN_COLUMNS = [
-    _text_column("trace_id"),
-    _text_column("span_id"),
-    _text_column("parent_span_id"),
-    _text_column("kind"),
-    _text_column("name"),
-    _text_column("operation"),
-    ("started_at", "timestamptz", _same),
-    ("ended_at", "timestamptz", _same),
-    ("duration_ms", "float8", _as(float)),
-    _text_column("status"),
-    _text_column("error_type"),
-    _text_column("error_message"),
-    _text_column("provider"),
-    _text_column("model"),
-    _text_column("tool_name"),
-    ("input_tokens", "int8", _as(int)),
-    ("output_tokens", "int8", _as(int)),
-    ("cache_read_tokens", "int8", _as(int)),
-    ("cache_write_tokens", "int8", _as(int)),
-    ("reasoning_tokens", "int8", _as(int)),
-    ("cost_usd", "numeric", _same),
-    ("cost_known", "bool", _as(bool)),
-    ("attributes", "jsonb", _as(_pg_json)),
-    ("events", "jsonb", _as(_pg_json)),
-    _text_column("input"),
-    _text_column("output"),
-    _text_column("input_format"),
-    _text_column("output_format"),
-    ("input_truncated", "bool", _as(bool)),
-    ("output_truncated", "bool", _as(bool)),
-    ("pii", "jsonb", _as(_pg_json)),
-    ("secrets_redacted", "int8", _as(int)),
-]
+def _span_row(span: SpanRecord) -> list:
+    """The SPAN_COLUMNS values of a span, clipped to their columns, NUL-free, JSON as text."""
+    values = list(_span_values(span))
+    for position, limit in _TEXT_POSITIONS:
+        value = values[position]
+        if value and (NUL in value or (limit is not None and len(value) > limit)):
+            values[position] = _pg_text(value, limit)
+    for position in _JSON_POSITIONS:
+        values[position] = _pg_json(values[position])
+    return values
 
 
 PROVIDER_LENGTH = Span._meta.get_field("provider").max_length
 MODEL_LENGTH = Span._meta.get_field("model").max_length
 SPAN_COPY_SQL = (
     "COPY traces_span (project_id, ingested_at, run_id, agent_id, resource, "
-    + ", ".join(name for name, _, _ in SPAN_COLUMNS)
+    + ", ".join(SPAN_COLUMNS)
     + ") FROM STDIN"
 )
 
@@ -508,21 +490,19 @@ def _pg_insert_spans(cursor, project, spans, run_ids, created, agents, now):
             resource_json[key] = _pg_json(span.resource)
         resources.append(resource_json[key])
     agent_name_field = Agent._meta.get_field("name")
-    agent_ids = []
-    for span in new_spans:
-        agent = agents.get(_clip(span.agent_name, agent_name_field))
-        agent_ids.append(agent.pk if agent else None)
-    columns = [
-        [project.pk] * len(new_spans),
-        [now] * len(new_spans),
-        [run_ids[s.trace_id] for s in new_spans],
-        agent_ids,
-        resources,
-    ]
-    columns += [convert([getattr(s, name) for s in new_spans]) for name, _, convert in SPAN_COLUMNS]
     with cursor.copy(SPAN_COPY_SQL) as copy:
-        for row in zip(*columns, strict=True):
-            copy.write_row(row)
+        for span, resource in zip(new_spans, resources, strict=True):
+            agent = agents.get(_clip(span.agent_name, agent_name_field))
+            copy.write_row(
+                (
+                    project.pk,
+                    now,
+                    run_ids[span.trace_id],
+                    agent.pk if agent else None,
+                    resource,
+                    *_span_row(span),
+                )
+            )
     new_by_run: dict[int, int] = {}
     unpriced: dict[tuple[str, str], int] = {}
     for span in new_spans:
@@ -745,7 +725,7 @@ def _insert_new_spans(project, spans, run_ids, agents, now) -> list[SpanRecord]:
 
 
 def _span_instance(project, record: SpanRecord, run_ids, agent, now) -> Span:
-    fields = {name: getattr(record, name) for name, _, _ in SPAN_COLUMNS}
+    fields = dict(zip(SPAN_COLUMNS, _span_values(record), strict=True))
     for name, value in fields.items():
         if isinstance(value, str):
             fields[name] = _clip(value, Span._meta.get_field(name))

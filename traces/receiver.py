@@ -9,7 +9,7 @@ import logging
 import threading
 
 from django.conf import settings
-from django.db import DataError, InterfaceError, OperationalError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -46,7 +46,9 @@ def otlp_traces(request):
         return _unavailable(media, "Too many ingest requests at once; retry later.")
     try:
         return _receive(request, media)
-    except (OperationalError, InterfaceError) as error:
+    except (OperationalError, InterfaceError, IntegrityError) as error:
+        # IntegrityError: a concurrent batch stored one of these spans first; a retry
+        # finds it stored and skips it.
         logger.warning("Ingest answered 503, the database is unavailable: %s", error)
         return _unavailable(media, "The database is unavailable or overloaded; retry later.")
     finally:

@@ -5,7 +5,7 @@ import json
 import threading
 
 import pytest
-from django.db import OperationalError
+from django.db import IntegrityError, OperationalError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
@@ -248,6 +248,17 @@ class TestOverload:
         assert response.status_code == 503
         assert response["Retry-After"] == "7"
         assert "retry" in status_message(response)
+
+    def test_a_span_stored_by_a_concurrent_batch_is_503_so_the_client_retries(
+        self, client, ingest_key, monkeypatch
+    ):
+        def raced(project, batch):
+            raise IntegrityError("duplicate key value violates unique constraint")
+
+        monkeypatch.setattr(receiver, "ingest_batch", raced)
+        response = post(client, agent_trace().SerializeToString(), ingest_key)
+        assert response.status_code == 503
+        assert response["Retry-After"]
 
     def test_too_many_requests_at_once_is_503_with_retry_after(
         self, client, ingest_key, monkeypatch
