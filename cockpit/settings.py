@@ -204,6 +204,9 @@ _PLOTLY_JS_DIR = Path(importlib.util.find_spec("plotly").origin).parent
 STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", _PLOTLY_JS_DIR / "package_data")]
 # Production serves what collectstatic gathered; embedded mode serves from the source folders.
 WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
+if WHITENOISE_USE_FINDERS:
+    # WhiteNoise also scans STATIC_ROOT and warns when it is missing; embedded mode has none.
+    STATIC_ROOT.mkdir(exist_ok=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -242,7 +245,7 @@ else:
 # --- Celery ----------------------------------------------------------------------------------
 # Embedded mode runs a worker and beat inside the server process on kombu's in-memory
 # transport (see cockpit/embedded.py); production points them at Redis.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -83,7 +83,7 @@ def test_without_database_and_redis_urls_it_runs_embedded(tmp_path):
     assert shown["engine"] == "django.db.backends.sqlite3"
     assert shown["database"] == str(tmp_path / "cockpit.sqlite3")
     assert shown["channel_layer"] == "channels.layers.InMemoryChannelLayer"
-    assert shown["broker"] == shown["celery_broker"] == "memory://"
+    assert shown["broker"] == shown["celery_broker"] == "memory://localhost/"
 
 
 def test_with_database_and_redis_urls_it_uses_postgresql_and_redis(tmp_path):
