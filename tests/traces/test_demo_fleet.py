@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.db.models import Q
 
-from traces.management.commands.demo_fleet import (
+from traces.demo import (
     PROFILES,
     SELF_HOSTED,
     Conversation,

@@ -221,7 +221,7 @@ class Command(BaseCommand):
 
 
 def run_demo_fleet(base_url: str, key: str, *, rate: float, seed, stop: threading.Event) -> None:
-    from traces.management.commands.demo_fleet import DemoFleet
+    from traces.demo import DemoFleet
 
     fleet = DemoFleet(base_url, key, seed=seed)
     logger.info("Demo fleet: %d agents sending to %s", len(fleet.profiles), fleet.endpoint)
