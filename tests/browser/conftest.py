@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(items):
 def browser():
     executable = os.environ.get("COCKPIT_CHROMIUM") or "/usr/bin/chromium"
     if not Path(executable).exists():
-        pytest.skip(f"chromium not found at {executable}; run `make chromium`")
+        pytest.fail(f"chromium not found at {executable}; `make test` installs Debian's chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable, headless=True, args=CHROMIUM_ARGS
