@@ -1,3 +1,9 @@
-"""Websocket routes. Each app's consumers are added here as they land."""
+"""Websocket routes: one consumer, one URL per live topic (see cockpit.realtime)."""
 
-websocket_urlpatterns: list = []
+from django.urls import re_path
+
+from cockpit.consumers import LiveConsumer
+
+websocket_urlpatterns = [
+    re_path(r"^ws/live/(?P<topic>[a-z]+(?:\.[0-9a-f]{1,32})?)/$", LiveConsumer.as_asgi()),
+]

@@ -77,3 +77,72 @@ def logged_in_page(page, live_server, people):
         return page
 
     return login
+
+
+class AsgiLiveServer:
+    """The whole ASGI app (HTTP and websockets) served by uvicorn in a thread of the tests.
+
+    pytest-django's live_server speaks WSGI only; pages that go live need websockets.
+    """
+
+    def __init__(self):
+        import socket
+        import threading
+
+        import uvicorn
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        from cockpit.asgi import application
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            ASGIStaticFilesHandler(application),
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="off",
+            log_level="warning",
+            ws_ping_interval=None,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the ASGI live server did not start")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db):
+    """Like live_server, with websockets: asgi_live_server.url."""
+    server = AsgiLiveServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def asgi_logged_in_page(page, asgi_live_server, people):
+    """asgi_logged_in_page("viewer") → the page, logged in on the ASGI live server."""
+
+    def login(name: str):
+        page.goto(f"{asgi_live_server.url}/login/")
+        page.get_by_label("Username").fill(people[name].get_username())
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{asgi_live_server.url}/")
+        return page
+
+    return login
