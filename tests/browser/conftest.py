@@ -37,7 +37,10 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group("browser"))
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while the browser is open, and async_to_sync (channel-layer broadcasts) refuses to run in a
+# thread with a running loop. Closing the browser after each module keeps other tests clean.
+@pytest.fixture(scope="module")
 def browser():
     executable = os.environ.get("COCKPIT_CHROMIUM") or "/usr/bin/chromium"
     if not Path(executable).exists():
