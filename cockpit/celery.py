@@ -9,4 +9,27 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cockpit.settings")
 app = Celery("cockpit")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    # Rollups (cockpit.tasks). The fold runs every second so a new run reaches the fleet tiles
+    # within about two seconds; a pass that finds another one running returns at once, and
+    # "expires" drops a queued pass that a busy worker could only start late.
+    "fold-rollups": {
+        "task": "cockpit.tasks.fold_rollups",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
+    "build-coarse-rollups": {
+        "task": "cockpit.tasks.build_coarse_rollups",
+        "schedule": 30.0,
+        "options": {"expires": 60},
+    },
+    "expire-spans": {"task": "cockpit.tasks.expire_spans", "schedule": 3600.0},
+}
+
+# SLO burn rates and budgets, every minute (cockpit.alerting; it also registers the webhook
+# delivery task). Each pass is idempotent, so an overlapping or doubled run changes nothing.
+app.autodiscover_tasks(["cockpit"], related_name="alerting")
+app.conf.beat_schedule["evaluate-alerts"] = {
+    "task": "cockpit.alerting.evaluate_alerts",
+    "schedule": 60.0,
+}

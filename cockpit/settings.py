@@ -228,6 +228,12 @@ COCKPIT_CONTENT_MAX_CHARS = env_int("COCKPIT_CONTENT_MAX_CHARS", 32 * 1024, mini
 COCKPIT_INGEST_MAX_CONCURRENCY = env_int("COCKPIT_INGEST_MAX_CONCURRENCY", 8, minimum=1)
 COCKPIT_RETRY_AFTER_SECONDS = env_int("COCKPIT_RETRY_AFTER_SECONDS", 5, minimum=1)
 
+# --- Fleet --------------------------------------------------------------------------------
+# Bearer token for GET /metrics (Prometheus). Empty: /metrics answers 401 to everyone.
+COCKPIT_METRICS_TOKEN = env_str("COCKPIT_METRICS_TOKEN")
+# Raw spans older than this are deleted by a beat task; runs and rollups keep the history.
+COCKPIT_SPAN_RETENTION_DAYS = env_int("COCKPIT_SPAN_RETENTION_DAYS", 30, minimum=1)
+
 # --- Channels --------------------------------------------------------------------------------
 if REDIS_URL:
     CHANNEL_LAYERS = {

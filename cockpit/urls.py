@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from cockpit import views
+from cockpit import api as cockpit_api
+from cockpit import intervention_views, views
 from traces import api as traces_api
 from traces import receiver
 
@@ -16,6 +17,20 @@ urlpatterns = [
     path("v1/traces", receiver.otlp_traces, name="otlp-traces"),
     path("api/v1/runs", traces_api.RunList.as_view(), name="api-runs"),
     path("api/v1/runs/<str:trace_id>", traces_api.RunDetail.as_view(), name="api-run"),
+    path(
+        "api/v1/agents/<path:name>/control",
+        cockpit_api.AgentControl.as_view(),
+        name="api-agent-control",
+    ),
+    path("api/v1/releases", cockpit_api.Releases.as_view(), name="api-releases"),
+    path("metrics", cockpit_api.prometheus_metrics, name="metrics"),
+    path(
+        "agents/<path:name>/intervene", intervention_views.intervene, name="agent-intervene"
+    ),
+    path("agents/<path:name>/charts.json", views.agent_charts, name="agent-charts"),
+    path("agents/<path:name>/", views.agent_page, name="agent"),
+    path("costs/", views.cost_explorer, name="costs"),
+    path("costs.csv", views.cost_csv, name="costs-csv"),
     path("api/schema/", traces_api.ApiSchema.as_view(), name="api-schema"),
     path("api/docs/", traces_api.api_docs, name="api-docs"),
     path("", include("traces.urls")),

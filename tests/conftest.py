@@ -1,12 +1,23 @@
 """The shared cast: a project with a key, and named people, one per role, plus an outsider."""
 
+import os
+
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 
 from cockpit import roles
 from traces.models import IngestKey, Project
 
 PASSWORD = "cockpit-test-password"
+
+# xdist workers share one Redis: give each its own channel-layer prefix, so a broadcast in
+# one worker's test never reaches a socket opened by another's. Layers are built lazily, on
+# first use, so changing the setting here (before any test runs) is enough.
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+_layer_config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+if _worker and "prefix" in _layer_config:
+    _layer_config["prefix"] = f"{_layer_config['prefix']}-{_worker}"
 
 PEOPLE = {
     "admin": [roles.ADMIN],

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from cockpit import roles
 from tests.factories import make_agent, make_run
-from traces.models import IngestKey
+from traces.models import IngestKey, Span
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +94,60 @@ ENDPOINTS = [
         302,
         {"project": "acme", "model": "m", "input_per_mtok": "1", "output_per_mtok": "2"},
     ),
+    Endpoint(
+        "agent-intervene",
+        "post",
+        lambda w: reverse("agent-intervene", args=["support-triage"]),
+        roles.OPERATOR,
+        302,
+        {"action": "pause", "reason": "permission matrix"},
+    ),
+    Endpoint(
+        "runs-filtered",
+        "get",
+        lambda w: reverse("run-list"),
+        roles.VIEWER,
+        200,
+        {"q": "refund", "has_error": "on", "sort": "-cost", "period": "24h"},
+    ),
+    Endpoint(
+        "run-live", "get", lambda w: reverse("run-live", args=[w.trace_id]), roles.VIEWER, 200
+    ),
+    Endpoint(
+        "run-rows", "get", lambda w: reverse("run-rows", args=[w.trace_id]), roles.VIEWER, 200
+    ),
+    Endpoint(
+        "run-story", "get", lambda w: reverse("run-story", args=[w.trace_id]), roles.VIEWER, 200
+    ),
+    Endpoint(
+        "run-export", "get", lambda w: reverse("run-export", args=[w.trace_id]), roles.VIEWER, 200
+    ),
+    Endpoint(
+        "span-detail",
+        "get",
+        lambda w: reverse(
+            "span-detail",
+            args=[w.trace_id, Span.objects.filter(trace_id=w.trace_id).first().span_id],
+        ),
+        roles.VIEWER,
+        200,
+    ),
+    Endpoint(
+        "run-compare",
+        "get",
+        lambda w: f"{reverse('run-compare')}?a={w.trace_id}&b={w.trace_id}",
+        roles.VIEWER,
+        200,
+    ),    Endpoint("agent", "get", lambda w: reverse("agent", args=["support-triage"]), roles.VIEWER, 200),
+    Endpoint(
+        "agent-charts",
+        "get",
+        lambda w: reverse("agent-charts", args=["support-triage"]),
+        roles.VIEWER,
+        200,
+    ),
+    Endpoint("costs", "get", lambda w: reverse("costs"), roles.VIEWER, 200),
+    Endpoint("costs-csv", "get", lambda w: reverse("costs-csv"), roles.VIEWER, 200),
 ]
 
 WRONG_METHODS = [
@@ -104,6 +158,12 @@ WRONG_METHODS = [
     WrongMethod("key-create", "get", lambda w: reverse("key-create", args=[w.project_name])),
     WrongMethod("key-revoke", "delete", lambda w: reverse("key-revoke", args=[w.key_pk])),
     WrongMethod("prices", "patch", lambda w: reverse("price-list")),
+    WrongMethod(
+        "agent-intervene", "get", lambda w: reverse("agent-intervene", args=["support-triage"])
+    ),
+    WrongMethod("metrics", "post", lambda w: reverse("metrics")),
+    WrongMethod("run-export", "post", lambda w: reverse("run-export", args=[w.trace_id])),
+    WrongMethod("run-compare", "post", lambda w: reverse("run-compare")),
 ]
 
 

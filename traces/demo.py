@@ -9,6 +9,13 @@ version, a BatchSpanProcessor and the OTLP/HTTP exporter), exactly as a producti
 Span times are simulated — set explicitly, so a run that "took" 40 s is sent at once — while runs
 keep arriving over wall-clock time at --rate runs per second, so the cockpit shows live traffic.
 
+Like a production agent, each simulated agent obeys the cockpit's kill switch: it polls
+GET /api/v1/agents/<name>/control and sends nothing while paused or stopped. A release is
+announced at POST /api/v1/releases when it rolls out. With the demo SLOs and budgets
+(cockpit.slo.ensure_demo_objectives) the fleet shows: sql-analyst breaching its latency SLO,
+sales-assistant reaching its daily budget and being paused, research-assistant degrading after
+its 2.4.0 release.
+
 The fleet is a table of AgentProfile rows and one step generator (RunBuilder): to add an agent,
 add a profile; to add a behaviour (approval requests, guardrails, …), add a step to
 RunBuilder and a chance for it to the profiles that show it.
@@ -22,6 +29,9 @@ import random
 import string
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
@@ -625,6 +635,78 @@ class SentRun:
     spans: int
 
 
+class AgentControls:
+    """What each agent's control endpoint says, re-read at most every `ttl` seconds.
+
+    An agent that cannot reach the endpoint keeps running (the demo fails open; a real agent
+    handling money might rather fail closed). Unknown agents (404: no span seen yet) are active.
+    """
+
+    def __init__(self, base_url: str, key: str, *, ttl: float = 5.0, timeout: float = 3.0):
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.ttl = ttl
+        self.timeout = timeout
+        self._states: dict[str, tuple[float, str]] = {}
+
+    def state(self, agent: str) -> str:
+        now = time.monotonic()
+        cached = self._states.get(agent)
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        state = self.fetch(agent)
+        if state != (cached or (0, "active"))[1]:
+            logger.info("demo fleet: %s is now %s", agent, state)
+        self._states[agent] = (now, state)
+        return state
+
+    def may_run(self, agent: str) -> bool:
+        return self.state(agent) == "active"
+
+    def fetch(self, agent: str) -> str:
+        url = f"{self.base_url}/api/v1/agents/{urllib.parse.quote(agent, safe='')}/control"
+        try:
+            status, body = http_json("GET", url, self.key, timeout=self.timeout)
+        except OSError:
+            return "active"
+        return body.get("state", "active") if status == 200 else "active"
+
+    def announce_release(self, agent: str, version: str, notes: str = "") -> int | None:
+        """POST the release the way a deploy script would; returns the status, None if down."""
+        try:
+            status, _ = http_json(
+                "POST",
+                f"{self.base_url}/api/v1/releases",
+                self.key,
+                {"agent": agent, "version": version, "notes": notes},
+                timeout=self.timeout,
+            )
+        except OSError:
+            return None
+        return status
+
+
+def http_json(method: str, url: str, key: str, body=None, *, timeout: float) -> tuple[int, dict]:
+    """One JSON request to the cockpit with the project key: (status, decoded body or {})."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - the cockpit URL the operator gave
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        decoded = json.loads(raw) if raw else {}
+    except ValueError:
+        decoded = {}
+    return status, decoded if isinstance(decoded, dict) else {}
+
+
 class DemoFleet:
     """Turns agent profiles into runs and exports them, one TracerProvider per agent version."""
 
@@ -636,8 +718,13 @@ class DemoFleet:
         seed: int | None = None,
         profiles: tuple[AgentProfile, ...] = PROFILES,
         export_timeout: float = 5.0,
+        controls: AgentControls | None = None,
     ):
         self.endpoint = url.rstrip("/") + "/v1/traces"
+        # Obeying the kill switch: pass a stub in tests; None builds the real client.
+        self.controls = controls if controls is not None else AgentControls(url, key)
+        self.announced: set[tuple[str, str]] = set()
+        self.runs_held = 0  # runs not sent because their agent was paused or stopped
         self.key = key
         self.rng = random.Random(seed)
         self.profiles = profiles
@@ -728,11 +815,11 @@ class DemoFleet:
             if duration is not None and time.monotonic() - started >= duration:
                 break
             try:
-                sent = self.send_run(self.pick_profile())
+                sent = self.run_if_allowed(self.pick_profile())
             except Exception:  # noqa: BLE001 - a demo agent failing must not stop the fleet
                 logger.exception("demo fleet: a simulated run failed")
             else:
-                if self.runs_sent == 1:
+                if sent is not None and self.runs_sent == 1:
                     logger.info("demo fleet: first run sent (%s %s)", sent.agent, sent.trace_id)
             now = time.monotonic()
             if now - last_report >= report_every:
@@ -746,8 +833,21 @@ class DemoFleet:
             stop.wait(min(self.rng.expovariate(rate), 10 / rate))
         return self.runs_sent
 
+    def run_if_allowed(self, profile: AgentProfile) -> SentRun | None:
+        """Send a run unless the cockpit has paused or stopped the agent (then None)."""
+        if not self.controls.may_run(profile.name):
+            self.runs_held += 1
+            return None
+        return self.send_run(profile)
+
     def send_run(self, profile: AgentProfile, *, showcase: bool = False) -> SentRun:
         version, slowdown, extra_steps = self.version_of(profile)
+        if version != profile.version and (profile.name, version) not in self.announced:
+            # Deployed: tell the cockpit, as a deploy pipeline would, before the first run.
+            self.announced.add((profile.name, version))
+            self.controls.announce_release(
+                profile.name, version, notes=f"Rolled out after {self.runs_sent} fleet runs."
+            )
         builder = RunBuilder(
             profile,
             self.rng,

@@ -1,73 +1,329 @@
 """Forms of the trace pages: run filters, projects, ingest keys and model prices."""
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django import forms
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, Subquery, Sum, Value
+from django.db import connection, transaction
+from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from traces.models import Agent, IngestKey, ModelPrice, Project, Run, Span, UnpricedModel
 from traces.pricing import cost_from_row
 
-SINCE_CHOICES = [
+PERIOD_CHOICES = [
     ("", "Any time"),
     ("1h", "Last hour"),
     ("24h", "Last 24 hours"),
     ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
 ]
-SINCE_DELTAS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+PERIOD_DELTAS = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
 STATUS_CHOICES = [("", "Any status"), *Run.Status.choices]
+OUTCOME_CHOICES = [("", "Any outcome"), *Run.Outcome.choices[1:], ("none", "Not reported")]
+
+
+@dataclass(frozen=True)
+class Sort:
+    label: str
+    field: str
+    descending: bool
+
+    @property
+    def order_by(self) -> list[str]:
+        sign = "-" if self.descending else ""
+        return [f"{sign}{self.field}", f"{sign}id"]
+
+
+# Every sort has an index on (sort field, id), so each page of it is one index range scan.
+SORTS = {
+    "-started": Sort("Newest first", "started_at", descending=True),
+    "started": Sort("Oldest first", "started_at", descending=False),
+    "-duration": Sort("Longest first", "duration_ms", descending=True),
+    "duration": Sort("Shortest first", "duration_ms", descending=False),
+    "-cost": Sort("Most expensive first", "cost_usd", descending=True),
+    "cost": Sort("Cheapest first", "cost_usd", descending=False),
+}
+DEFAULT_SORT = "-started"
+SORT_CHOICES = [(key, sort.label) for key, sort in SORTS.items()]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def encode_cursor(run: Run) -> str:
-    """A keyset cursor for the runs list: the run's start in epoch microseconds and its id."""
-    micros = (run.started_at - _EPOCH) // timedelta(microseconds=1)
-    return f"{micros}-{run.pk}"
+def encode_cursor(run: Run, sort: str = DEFAULT_SORT) -> str:
+    """A keyset cursor: the run's value of the sort field, then its id ("<value>_<id>").
+
+    Times are epoch microseconds, durations the float's repr (exact round trip), costs the
+    decimal as stored. The id breaks ties, so runs with equal values are neither skipped nor
+    repeated across pages.
+    """
+    value = getattr(run, SORTS[sort].field)
+    if isinstance(value, datetime):
+        value = (value - _EPOCH) // timedelta(microseconds=1)
+    elif isinstance(value, float):
+        value = repr(value)
+    return f"{value}_{run.pk}"
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
-    micros, _, pk = cursor.partition("-")
+def decode_cursor(cursor: str, sort: str = DEFAULT_SORT) -> tuple[object, int] | None:
+    raw, _, pk = cursor.rpartition("_")
+    field = SORTS[sort].field
     try:
-        return _EPOCH + timedelta(microseconds=int(micros)), int(pk)
-    except (ValueError, OverflowError):
+        if field == "started_at":
+            value: object = _EPOCH + timedelta(microseconds=int(raw))
+        elif field == "duration_ms":
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):  # NaN or infinite
+                return None
+        else:
+            value = Decimal(raw)
+            if not value.is_finite():
+                return None
+        return value, int(pk)
+    except (ValueError, OverflowError, ArithmeticError):
         return None
 
 
-class RunFilterForm(forms.Form):
-    """The GET filters of the runs list. A malformed filter is dropped rather than refused."""
+def beyond(field: str, value, pk: int, *, descending: bool) -> Q:
+    """Rows after (value, pk) in the order (field, id), descending or ascending.
 
+    Written as `field <= value AND (field < value OR id < pk)` rather than a bare OR: the
+    first term bounds the index range scan, so a deep page starts where the cursor points
+    instead of filtering its way there.
+    """
+    if descending:
+        return Q(**{f"{field}__lte": value}) & (Q(**{f"{field}__lt": value}) | Q(pk__lt=pk))
+    return Q(**{f"{field}__gte": value}) & (Q(**{f"{field}__gt": value}) | Q(pk__gt=pk))
+
+
+class ContentMatches(Func):
+    """True when a span's input or output holds the words (PostgreSQL full-text search).
+
+    The expression is the one span_content_search_idx indexes (migration 0003); the two must
+    stay identical for the index to serve the search. 'simple' neither stems nor drops stop
+    words, so it works the same for any language; websearch syntax takes "quoted phrases",
+    `or` and -exclusions.
+    """
+
+    output_field = BooleanField()
+
+    def __init__(self, words: str):
+        super().__init__(F("input"), F("output"), Value(words))
+
+    def as_sql(self, compiler, connection, **extra):
+        (input_sql, _), (output_sql, _), (words_sql, params) = (
+            compiler.compile(expression) for expression in self.get_source_expressions()
+        )
+        sql = (
+            f"to_tsvector('simple'::regconfig, {input_sql} || ' ' || {output_sql})"
+            f" @@ websearch_to_tsquery('simple'::regconfig, {words_sql})"
+        )
+        return sql, params
+
+
+def spans_mentioning(words: str):
+    """Spans whose content holds the words: full-text search on PostgreSQL, LIKE elsewhere."""
+    if connection.vendor == "postgresql":
+        return Span.objects.filter(ContentMatches(words))
+    return Span.objects.filter(Q(input__icontains=words) | Q(output__icontains=words))
+
+
+# Below this many matching spans (the planner's estimate), a search starts from the full-text
+# index; above it, from the runs in list order, probing each run's spans (see runs_mentioning).
+SEARCH_INDEX_FIRST_BELOW = 50_000
+# The index-first path reads at most this many matching spans: a guard against a bad estimate.
+SEARCH_INDEX_CAP = 500_000
+
+
+def estimated_spans_mentioning(words: str) -> float:
+    """The planner's estimate of the spans holding the words (EXPLAIN, nothing is read)."""
+    sql, params = spans_mentioning(words).values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return plan[0]["Plan"]["Plan Rows"]
+
+
+def runs_mentioning(words: str) -> Q | Exists:
+    """A filter for runs having a span whose content holds the words.
+
+    Two plans, and PostgreSQL's own choice between them is poor because its estimate of a
+    text match is rough and it does not know that probing a run re-tokenises the run's
+    content: for rare words, read the runs' ids from the full-text index (a LIMITed subquery,
+    which PostgreSQL does not flatten into a join); for common words, walk the runs in list
+    order and probe each one's spans, which finds a page of matches after a few runs.
+    """
+    matching = spans_mentioning(words)
+    if connection.vendor == "postgresql" and (
+        estimated_spans_mentioning(words) < SEARCH_INDEX_FIRST_BELOW
+    ):
+        return Q(pk__in=matching.order_by().values("run_id")[:SEARCH_INDEX_CAP])
+    return Exists(matching.filter(run=OuterRef("pk")))
+
+
+DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+DATETIME_WIDGET = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+
+class RunFilterForm(forms.Form):
+    """The GET filters of the runs list, all optional; the URL carries them, so views share.
+
+    A bad value is reported on its field and that filter alone is left out: the list still
+    shows, filtered by everything that was valid.
+    """
+
+    q = forms.CharField(
+        label="Search content",
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": "Words in prompts, tool calls, answers…"}
+        ),
+    )
     agent = forms.CharField(required=False, max_length=200)
     status = forms.ChoiceField(choices=STATUS_CHOICES, required=False)
-    since = forms.ChoiceField(choices=SINCE_CHOICES, required=False)
-    before = forms.CharField(required=False)
+    outcome = forms.ChoiceField(choices=OUTCOME_CHOICES, required=False)
+    version = forms.CharField(required=False, max_length=100)
+    model = forms.CharField(required=False, max_length=200)
+    user = forms.CharField(required=False, max_length=200)
+    conversation = forms.CharField(required=False, max_length=200)
+    task = forms.CharField(label="Task type", required=False, max_length=100)
+    period = forms.ChoiceField(label="Started", choices=PERIOD_CHOICES, required=False)
+    since = forms.DateTimeField(
+        label="From", required=False, input_formats=DATETIME_FORMATS, widget=DATETIME_WIDGET
+    )
+    until = forms.DateTimeField(
+        label="Until", required=False, input_formats=DATETIME_FORMATS, widget=DATETIME_WIDGET
+    )
+    # Text inputs rather than type=number, so a bad value reaches the form and is explained.
+    min_cost = forms.DecimalField(
+        label="Min cost ($)",
+        required=False,
+        min_value=0,
+        max_digits=16,
+        decimal_places=8,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0.05"}),
+    )
+    min_duration = forms.FloatField(
+        label="Min duration (s)",
+        required=False,
+        min_value=0,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "30"}),
+    )
+    has_error = forms.BooleanField(label="Has errors", required=False)
+    has_pii = forms.BooleanField(label="Has PII", required=False)
+    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
+    cursor = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
+    after = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
+
+    # The filters proper: what "Clear" drops and what makes the list "filtered".
+    FILTERS = (
+        "q", "agent", "status", "outcome", "version", "model", "user", "conversation", "task",
+        "period", "since", "until", "min_cost", "min_duration", "has_error", "has_pii",
+    )  # fmt: skip
+
+    def __init__(self, data=None, *, now: datetime | None = None):
+        super().__init__(data)
+        self.now = now or timezone.now()
+
+    def clean_min_duration(self):
+        value = self.cleaned_data["min_duration"]
+        if value is not None and value != value:  # NaN passes min_value
+            raise forms.ValidationError("Enter a number of seconds.")
+        return value
+
+    def clean(self):
+        data = super().clean()
+        sort = data.get("sort") or DEFAULT_SORT
+        data["sort"] = sort
+        for name in ("cursor", "after"):
+            if data.get(name):
+                data[f"{name}_position"] = decode_cursor(data[name], sort)
+                if data[f"{name}_position"] is None:
+                    self.add_error(name, "This page link is out of date; showing the first page.")
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("until", "Until must be after From.")
+        return data
+
+    @property
+    def chosen_sort(self) -> Sort:
+        return SORTS[self.cleaned_data.get("sort") or DEFAULT_SORT]
 
     def filter(self, runs):
+        """Runs matching the valid filters, in the chosen order, from the cursor on."""
         self.is_valid()  # fields that fail validation are simply absent from cleaned_data
         data = self.cleaned_data
-        if data.get("agent"):
-            runs = runs.filter(agent__name=data["agent"])
-        if data.get("status"):
-            runs = runs.filter(status=data["status"])
+        for name, lookup in (
+            ("agent", "agent__name"),
+            ("status", "status"),
+            ("version", "version"),
+            ("user", "user_id"),
+            ("conversation", "conversation_id"),
+            ("task", "task_type"),
+        ):
+            if data.get(name):
+                runs = runs.filter(**{lookup: data[name]})
+        if data.get("outcome"):
+            runs = runs.filter(outcome="" if data["outcome"] == "none" else data["outcome"])
+        if data.get("period"):
+            runs = runs.since(self.now - PERIOD_DELTAS[data["period"]])
         if data.get("since"):
-            runs = runs.since(timezone.now() - SINCE_DELTAS[data["since"]])
-        position = decode_cursor(data.get("before") or "")
-        if position is not None:
-            started_at, pk = position
-            runs = runs.filter(Q(started_at__lt=started_at) | Q(started_at=started_at, pk__lt=pk))
-        return runs
+            runs = runs.filter(started_at__gte=data["since"])
+        if data.get("until"):
+            runs = runs.filter(started_at__lt=data["until"])
+        if data.get("min_cost") is not None:
+            runs = runs.filter(cost_usd__gte=data["min_cost"])
+        if data.get("min_duration") is not None:
+            runs = runs.filter(duration_ms__gte=data["min_duration"] * 1000)
+        if data.get("has_error"):
+            runs = runs.filter(error_count__gt=0)
+        if data.get("has_pii"):
+            runs = runs.filter(pii_count__gt=0)
+        if data.get("model"):
+            # Runs that called the model: an LLM span of the run with it (span_run_idx).
+            model_spans = Span.objects.filter(run=OuterRef("pk"), kind=Span.Kind.LLM)
+            runs = runs.filter(Exists(model_spans.filter(model=data["model"])))
+        if data.get("q"):
+            runs = runs.filter(runs_mentioning(data["q"]))
+        sort = self.chosen_sort
+        if data.get("cursor_position"):
+            value, pk = data["cursor_position"]
+            runs = runs.filter(beyond(sort.field, value, pk, descending=sort.descending))
+        return runs.order_by(*sort.order_by)
+
+    def newer(self, runs):
+        """Runs newer than the live cursor (`after`), newest first: what the live list lacks."""
+        value, pk = self.cleaned_data["after_position"]
+        return runs.filter(beyond("started_at", value, pk, descending=False)).order_by(
+            "-started_at", "-id"
+        )
 
     @property
     def is_filtered(self) -> bool:
-        return any(self.cleaned_data.get(name) for name in ("agent", "status", "since"))
+        return any(self.cleaned_data.get(name) not in (None, "", False) for name in self.FILTERS)
 
     @property
     def is_paged(self) -> bool:
-        return bool(self.cleaned_data.get("before"))
+        return bool(self.cleaned_data.get("cursor_position"))
+
+    @property
+    def is_live(self) -> bool:
+        """New runs belong at the top: the first page, newest first, with no end time."""
+        return (
+            not self.is_paged
+            and self.chosen_sort is SORTS[DEFAULT_SORT]
+            and not self.cleaned_data.get("until")
+        )
 
 
 class ProjectForm(forms.ModelForm):

@@ -50,6 +50,7 @@ from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from cockpit import realtime
 from traces.models import Agent, Project, ReleaseMarker, Run, Span, UnpricedModel
 from traces.normalise import NormalisedBatch, SpanRecord
 
@@ -57,6 +58,9 @@ from traces.normalise import NormalisedBatch, SpanRecord
 LAST_SEEN_RESOLUTION = timedelta(seconds=5)
 # A stuck lock or statement becomes an OperationalError (→ 503 + Retry-After), not a hang.
 LOCK_TIMEOUT = "5s"
+# Run pages told to refresh per batch at most: a batch of many unfinished traces (a collector
+# flushing partial traces) must not turn into a broadcast storm.
+MAX_RUN_REFRESHES = 50
 STATEMENT_TIMEOUT = "30s"
 
 RUN_HINTS = ("version", "conversation_id", "session_id", "user_id", "task_type", "team", "outcome")
@@ -78,10 +82,31 @@ def ingest_batch(project: Project, batch: NormalisedBatch) -> IngestResult:
     now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            stored, runs = _store_postgresql(project, spans, now)
+            stored, runs, grown = _store_postgresql(project, spans, now)
         else:
-            stored, runs = _store_portable(project, spans, now)
+            stored, runs, grown = _store_portable(project, spans, now)
+        if stored:
+            _announce(spans, grown)
     return IngestResult(received=len(spans), stored=stored, runs=runs)
+
+
+def _announce(spans: list[SpanRecord], grown: dict[str, bool]) -> None:
+    """Tell live pages, on commit: the runs list once, and the pages of runs still in progress.
+
+    grown: {trace_id: whether this batch created the run} for the runs that got new spans.
+    A run that arrived whole in this batch (created here, root span included) needs no run
+    page refresh: nobody can have its page open yet. The rest arrive in several batches.
+    """
+    realtime.send_refresh("runs", "runs-live")
+    with_root = {span.trace_id for span in spans if not span.parent_span_id}
+    in_progress = [
+        trace_id for trace_id, created in grown.items() if not created or trace_id not in with_root
+    ]
+    for trace_id in sorted(in_progress)[:MAX_RUN_REFRESHES]:
+        try:
+            realtime.send_refresh(f"run.{trace_id}", "run-live")
+        except ValueError:
+            continue  # a trace id that is not hex has no live topic (and no live page)
 
 
 # --- What a batch says about its runs and agents (shared by both paths) ----------------------
@@ -259,7 +284,9 @@ def _pg_cursor() -> psycopg.Cursor:
     return psycopg.Cursor(connection.connection)
 
 
-def _store_postgresql(project: Project, spans: list[SpanRecord], now: datetime) -> tuple[int, int]:
+def _store_postgresql(
+    project: Project, spans: list[SpanRecord], now: datetime
+) -> tuple[int, int, dict[str, bool]]:
     with connection.wrap_database_errors, _pg_cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         cursor.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
@@ -276,7 +303,8 @@ def _store_postgresql(project: Project, spans: list[SpanRecord], now: datetime) 
         if unpriced:
             _pg_count_unpriced(cursor, project, unpriced, now)
         _pg_update_agents(cursor, agents, sightings, now)
-    return sum(new_by_run.values()), len(run_ids)
+    grown_runs = {t: pk in created for t, pk in run_ids.items() if pk in new_by_run}
+    return sum(new_by_run.values()), len(run_ids), grown_runs
 
 
 def _pg_upsert_agents(cursor, project, sightings, now) -> dict[str, Agent]:
@@ -664,10 +692,12 @@ def _pg_update_agents(cursor, agents, sightings, now) -> None:
 # --- SQLite (embedded mode) ------------------------------------------------------------------
 
 
-def _store_portable(project: Project, spans: list[SpanRecord], now: datetime) -> tuple[int, int]:
+def _store_portable(
+    project: Project, spans: list[SpanRecord], now: datetime
+) -> tuple[int, int, dict[str, bool]]:
     sightings = agent_sightings(spans)
     agents = _upsert_agents(project, sightings, now)
-    run_ids = _upsert_runs(project, spans, now)
+    run_ids, created = _upsert_runs(project, spans, now)
     new_spans = _insert_new_spans(project, spans, run_ids, agents, now)
     touched = {run_ids[s.trace_id] for s in new_spans}
     if touched:
@@ -675,7 +705,8 @@ def _store_portable(project: Project, spans: list[SpanRecord], now: datetime) ->
     _count_unpriced(project, new_spans, now)
     for name, agent in agents.items():
         _update_agent(agent, sightings[name], now)
-    return len(new_spans), len(run_ids)
+    grown_runs = {s.trace_id: s.trace_id in created for s in new_spans}
+    return len(new_spans), len(run_ids), grown_runs
 
 
 def _upsert_agents(project, sightings, now) -> dict[str, Agent]:
@@ -698,7 +729,9 @@ def _upsert_runs(project, spans, now) -> dict[str, int]:
         ignore_conflicts=True,
     )
     runs = Run.objects.filter(project=project, trace_id__in=list(first))
-    return dict(runs.values_list("trace_id", "id"))
+    rows = list(runs.values_list("trace_id", "id", "span_count"))
+    # A run stored before holds spans; the ones just created have none yet.
+    return {t: pk for t, pk, _ in rows}, {t for t, _, count in rows if count == 0}
 
 
 def _insert_new_spans(project, spans, run_ids, agents, now) -> list[SpanRecord]:

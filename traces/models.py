@@ -196,6 +196,27 @@ class Run(models.Model):
                 name="run_conversation_idx",
                 condition=~Q(conversation_id=""),
             ),
+            # Runs list sorted by duration or cost (either direction), keyset-paginated:
+            # ORDER BY duration_ms DESC, id DESC / cost_usd DESC, id DESC. A minimum-duration
+            # or minimum-cost filter under the time sort reads a range of these too.
+            models.Index(fields=["-duration_ms", "-id"], name="run_duration_idx"),
+            models.Index(fields=["-cost_usd", "-id"], name="run_cost_idx"),
+            # Runs list filtered by user: WHERE user_id = %s ORDER BY started_at DESC, id DESC.
+            models.Index(
+                fields=["user_id", "-started_at", "-id"],
+                name="run_user_recent_idx",
+                condition=~Q(user_id=""),
+            ),
+            # Runs list filtered to runs in progress (status = 'running'), newest first: few
+            # rows at any time, but without this the list would walk every finished run.
+            models.Index(
+                fields=["-started_at", "-id"],
+                name="run_running_recent_idx",
+                condition=Q(status="running"),
+            ),
+            # Rollup folding: runs whose summary changed since the fold's watermark,
+            # WHERE updated_at >= %s ORDER BY updated_at (cockpit.rollups.fold_pass).
+            models.Index(fields=["updated_at"], name="run_updated_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,21 +1,19 @@
 """Pages of the traces app: the runs list, one run, projects and their keys, model prices."""
 
-import json
-from collections import defaultdict
 from decimal import Decimal
 
 from django.contrib import messages
 from django.db.models import Count, F, Prefetch
-from django.http import Http404
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import reswap, retarget
 
 from cockpit.roles import ADMIN, VIEWER, role_required
 from traces.forms import (
-    SINCE_CHOICES,
-    STATUS_CHOICES,
     KeyForm,
     ModelPriceForm,
     ProjectForm,
@@ -23,11 +21,14 @@ from traces.forms import (
     agent_names,
     encode_cursor,
 )
-from traces.models import IngestKey, ModelPrice, Project, Run, Span, UnpricedModel
+from traces.models import IngestKey, ModelPrice, Project, Run, UnpricedModel
 
 RUNS_PER_PAGE = 50
-# The run page lists at most this many spans; the full trace viewer handles bigger traces.
-SPANS_ON_RUN_PAGE = 500
+# Filters under "More filters" on the runs list; the panel opens when one of them is set.
+ADVANCED_FILTERS = (
+    "version", "model", "user", "conversation", "task", "since", "until", "min_cost",
+    "min_duration", "has_error", "has_pii",
+)  # fmt: skip
 
 
 def format_duration(ms: float | None) -> str:
@@ -50,137 +51,85 @@ def format_duration(ms: float | None) -> str:
 @require_GET
 @role_required(VIEWER)
 def run_list(request):
+    """The runs list: filters and sort in the URL, keyset pages, new runs live at the top.
+
+    An htmx request gets only the part it swaps: the results (filter form, pager), or for the
+    live element (#runs-live) just the rows newer than the newest one shown.
+    """
     form = RunFilterForm(request.GET)
-    runs = form.filter(Run.objects.select_related("agent", "project")).order_by(
-        "-started_at", "-id"
-    )
+    runs = form.filter(Run.objects.select_related("agent", "project"))
+    htmx = request.htmx and not request.htmx.history_restore_request
+    live_refresh = htmx and request.htmx.trigger == "runs-live" and form.is_live
+    if live_refresh and form.cleaned_data.get("after_position"):
+        response = _new_rows(request, form, runs)
+    elif htmx:
+        response = render(
+            request, "traces/_run_results.html", _results_context(request, form, runs)
+        )
+    else:
+        context = _results_context(request, form, runs)
+        names = agent_names()
+        chosen_agent = form.cleaned_data.get("agent") or ""
+        if chosen_agent and chosen_agent not in names:
+            names.append(chosen_agent)
+        context["agent_names"] = names
+        context["advanced_text"] = ADVANCED_FILTERS[:-2]  # the two checkboxes go side by side
+        response = render(request, "traces/run_list.html", context)
+    # The same URL answers with the page or with a fragment: caches must keep them apart.
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _query_without(request, *names: str, **changes: str) -> str:
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    for name, value in changes.items():
+        query[name] = value
+    return query.urlencode()
+
+
+def _decorate(runs: list[Run], *, live: bool) -> None:
+    for run in runs:
+        run.duration_display = format_duration(run.duration_ms)
+        # The live element asks for runs newer than the first row's cursor (static/traces/runs.js).
+        run.live_cursor = encode_cursor(run) if live else ""
+
+
+def _results_context(request, form: RunFilterForm, runs) -> dict:
     page = list(runs[: RUNS_PER_PAGE + 1])
-    older_query = None
+    next_query = None
     if len(page) > RUNS_PER_PAGE:
         page = page[:RUNS_PER_PAGE]
-        query = request.GET.copy()
-        query["before"] = encode_cursor(page[-1])
-        older_query = query.urlencode()
-    newest_query = request.GET.copy()
-    newest_query.pop("before", None)
-    for run in page:
-        run.duration_display = format_duration(run.duration_ms)
-    names = agent_names()
-    chosen_agent = form.cleaned_data.get("agent") or ""
-    if chosen_agent and chosen_agent not in names:
-        names.append(chosen_agent)
-    return render(
-        request,
-        "traces/run_list.html",
-        {
-            "form": form,
-            "runs": page,
-            "agent_names": names,
-            "chosen": form.cleaned_data,
-            "status_choices": STATUS_CHOICES,
-            "since_choices": SINCE_CHOICES,
-            "older_query": older_query,
-            "newest_query": newest_query.urlencode(),
-        },
-    )
+        next_query = _query_without(
+            request, "after", cursor=encode_cursor(page[-1], form.cleaned_data["sort"])
+        )
+    _decorate(page, live=form.is_live)
+    return {
+        "form": form,
+        "runs": page,
+        "live": form.is_live,
+        "live_query": _query_without(request, "cursor", "after"),
+        "next_query": next_query,
+        "first_query": _query_without(request, "cursor", "after"),
+        "advanced_open": any(
+            form.cleaned_data.get(name) not in (None, "", False) or form[name].errors
+            for name in ADVANCED_FILTERS
+        ),
+    }
 
 
-def _get_run(request, trace_id: str) -> tuple[Run, list[Run]]:
-    """The run with this trace id: the newest one, or the one of ?project=<name>.
-
-    Trace ids are chosen by agents, so two projects may hold the same one; the others are
-    returned so the page can point at them.
-    """
-    candidates = list(
-        Run.objects.filter(trace_id=trace_id)
-        .select_related("agent", "project")
-        .order_by("-started_at", "-id")
-    )
-    wanted = request.GET.get("project")
-    matching = [run for run in candidates if not wanted or run.project.name == wanted]
-    if not matching:
-        raise Http404("No run has this trace id.")
-    run = matching[0]
-    return run, [other for other in candidates if other.pk != run.pk]
-
-
-def tree_order(spans: list[Span]) -> list[tuple[Span, int]]:
-    """Spans depth first under their parents, each with its depth; siblings in start order.
-
-    A span whose parent is missing (not arrived yet, or cut off) is shown as a root. Parent
-    ids come from agents, so cycles are possible: every span is visited exactly once.
-    """
-    by_id = {span.span_id: span for span in spans}
-    children = defaultdict(list)
-    roots = []
-    for span in spans:
-        if span.parent_span_id and span.parent_span_id in by_id:
-            children[span.parent_span_id].append(span)
-        else:
-            roots.append(span)
-    ordered: list[tuple[Span, int]] = []
-    seen: set[int] = set()
-
-    def walk(start: Span) -> None:
-        stack = [(start, 0)]
-        while stack:
-            span, depth = stack.pop()
-            if span.pk in seen:
-                continue
-            seen.add(span.pk)
-            ordered.append((span, depth))
-            stack.extend((child, depth + 1) for child in reversed(children[span.span_id]))
-
-    for root in roots:
-        walk(root)
-    for span in spans:  # Only spans caught in a parent cycle are left.
-        walk(span)
-    return ordered
-
-
-def _readable(text: str, fmt: str) -> str:
-    """Content as a person reads it: JSON indented, anything else as it came."""
-    if fmt in {"messages", "json"}:
-        try:
-            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
-            return text
-    return text
-
-
-@require_GET
-@role_required(VIEWER)
-def run_detail(request, trace_id):
-    run, others = _get_run(request, trace_id)
-    spans = list(run.spans.order_by("started_at", "id")[:SPANS_ON_RUN_PAGE])
-    window_ms = max(
-        [run.duration_ms]
-        + [(s.ended_at - run.started_at).total_seconds() * 1000 for s in spans]
-        + [1.0]
-    )
-    rows = []
-    for span, depth in tree_order(spans):
-        offset_ms = max((span.started_at - run.started_at).total_seconds() * 1000, 0)
-        span.depth = depth
-        span.duration_display = format_duration(span.duration_ms)
-        span.bar_start = round(100 * offset_ms / window_ms, 2)
-        span.bar_width = max(round(100 * span.duration_ms / window_ms, 2), 0.5)
-        span.input_chars = len(span.input)
-        span.output_chars = len(span.output)
-        span.input_display = _readable(span.input, span.input_format)
-        span.output_display = _readable(span.output, span.output_format)
-        rows.append(span)
-    run.duration_display = format_duration(run.duration_ms)
-    return render(
-        request,
-        "traces/run_detail.html",
-        {
-            "run": run,
-            "spans": rows,
-            "spans_cut": run.span_count > len(spans) and len(spans) == SPANS_ON_RUN_PAGE,
-            "others": others,
-        },
-    )
+def _new_rows(request, form: RunFilterForm, runs) -> HttpResponse:
+    """The rows the live list lacks, for htmx to put on top; the whole first page if too many."""
+    newer = list(form.newer(runs)[: RUNS_PER_PAGE + 1])
+    if len(newer) > RUNS_PER_PAGE:
+        # More new runs than a page: a gap would open under them, so redraw the first page.
+        response = render(
+            request, "traces/_run_results.html", _results_context(request, form, runs)
+        )
+        return retarget(reswap(response, "outerHTML"), "#runs-results")
+    _decorate(newer, live=True)
+    return render(request, "traces/_run_rows.html", {"runs": newer, "fresh": True})
 
 
 # --- Projects and keys --------------------------------------------------------------------

@@ -1,115 +1,159 @@
-from datetime import timedelta
+"""The fleet page: a tile per agent read from rollups, fleet totals, SLOs, budgets and alerts."""
+
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
-from cockpit import views
-from tests.factories import make_agent, make_run
+from cockpit.models import AlertEvent, Budget, Slo
+from tests.cockpit.rollup_rows import minute_row
+from tests.factories import make_agent
 from traces.models import Agent
 
 pytestmark = pytest.mark.django_db
 
-# Session, user and the user's groups, then agents, per-agent stats and fleet totals.
-FLEET_QUERIES = 6
+NOW = datetime(2026, 5, 14, 12, 0, 30, tzinfo=UTC)
+# Session and user, the user's groups, agents, the firing alerts, three rollup windows (last
+# hour, last 5 minutes, today); SLO statuses (SLOs, their firing alerts, the SLO window and four
+# burn windows from rollups); budget statuses (budgets, agents' teams, day and month spend).
+FLEET_QUERIES = 19
 
 
-def minutes_ago(minutes):
-    return timezone.now() - timedelta(minutes=minutes)
+@pytest.fixture(autouse=True)
+def frozen_now(monkeypatch):
+    monkeypatch.setattr("django.utils.timezone.now", lambda: NOW)
+
+
+def ago(**delta):
+    return NOW - timedelta(**delta)
 
 
 @pytest.fixture
 def busy_agent(project):
-    agent = make_agent(project, "support-triage", current_version="1.4.0")
-    for i, duration in enumerate([100, 200, 300, 400, 1000]):
-        make_run(
-            project,
-            agent,
-            started_at=minutes_ago(5 + i),
-            duration_ms=duration,
-            status="error" if i == 4 else "ok",
-            input_tokens=1000,
-            output_tokens=200,
-            cost_usd=Decimal("0.01"),
-        )
-    # Older than the fleet window: counted nowhere.
-    make_run(project, agent, started_at=minutes_ago(90), duration_ms=99_000, status="error")
+    agent = make_agent(project, "support-triage", current_version="1.4.0", team="care")
+    # Five runs in the last hour: four ok (100–400 ms), one failed (1 s); $0.01 each.
+    minute_row(agent, ago(minutes=2), ok=2, durations=[100, 200], cost="0.02")
+    minute_row(agent, ago(minutes=20), ok=2, failed=1, durations=[300, 400, 1000], cost="0.03")
+    # Earlier today: counted in today's spend only.
+    minute_row(agent, ago(hours=3), ok=1, durations=[99_000], cost="1.00")
     return agent
 
 
-def fleet_row(response, agent):
-    return next(stats for row_agent, stats in response.context["rows"] if row_agent == agent)
+def tile_of(response, agent):
+    return next(tile for tile in response.context["tiles"] if tile.agent == agent)
 
 
-def test_it_shows_each_agent_with_its_last_hour(client_as, busy_agent):
+def test_each_agent_gets_a_tile_with_its_last_hour_from_rollups(client_as, busy_agent):
     response = client_as("viewer").get(reverse("fleet"))
 
     assert response.status_code == 200
-    stats = fleet_row(response, busy_agent)
-    assert stats.runs == 5
-    assert stats.errors == 1
-    assert stats.error_pct == 20
-    assert stats.success_pct == 80
-    assert stats.p50_ms == pytest.approx(300)
-    assert stats.p95_ms == pytest.approx(880)  # interpolated between 400 and 1000
-    assert stats.tokens == 6000
-    assert stats.cost_usd == Decimal("0.05")
+    tile = tile_of(response, busy_agent)
+    assert tile.hour.runs == 5
+    assert tile.hour.error_rate == pytest.approx(0.2)
+    assert tile.hour.success_rate == pytest.approx(0.8)
+    assert tile.hour.p50 == pytest.approx(300, rel=0.01)
+    assert tile.hour.p99 == pytest.approx(1000, rel=0.01)
+    # The window starts on a minute boundary: 2 runs over the 5.5 minutes since 11:55.
+    assert tile.runs_per_min == pytest.approx(2 / 5.5)
+    assert tile.hour.cost_usd == Decimal("0.05")
+    assert tile.cost_today == Decimal("1.05")
     html = response.content.decode()
-    assert "support-triage" in html
+    assert f'id="agent-tile-{busy_agent.pk}"' in html
     assert "20.0%" in html and "80.0%" in html
-    assert 'href="/traces/?agent=support-triage"' in html
+    assert 'href="/agents/support-triage/"' in html
 
 
 def test_the_fleet_totals_add_up_every_agent(client_as, project, busy_agent):
     other = make_agent(project, "refunds")
-    make_run(project, other, started_at=minutes_ago(1), duration_ms=500, outcome="success")
-
-    totals = client_as("viewer").get(reverse("fleet")).context["totals"]
-
-    assert totals.runs == 6
-    assert totals.errors == 1
-    assert totals.p50_ms == pytest.approx(350)
-
-
-def test_an_explicit_outcome_decides_success_over_status(client_as, project):
-    agent = make_agent(project)
-    make_run(project, agent, status="ok", outcome="failure")
-    make_run(project, agent, status="error", outcome="success")
-    make_run(project, agent, status="ok")
-    make_run(project, agent, status="running")
-
-    stats = fleet_row(client_as("viewer").get(reverse("fleet")), agent)
-
-    assert stats.succeeded == 2
-
-
-def test_percentiles_are_the_same_without_percentile_cont(client_as, busy_agent, monkeypatch):
-    in_db = fleet_row(client_as("viewer").get(reverse("fleet")), busy_agent)
-    monkeypatch.setattr(views, "percentiles_in_database", lambda: False)
-    in_python = fleet_row(client_as("viewer").get(reverse("fleet")), busy_agent)
-
-    assert (in_python.p50_ms, in_python.p95_ms) == pytest.approx((in_db.p50_ms, in_db.p95_ms))
-
-
-def test_an_agent_without_recent_runs_is_listed_idle(client_as, project):
-    agent = make_agent(project, "night-batch", state=Agent.State.PAUSED)
+    minute_row(other, ago(minutes=1), ok=3, durations=[500, 500, 500], cost="0.30")
 
     response = client_as("viewer").get(reverse("fleet"))
 
-    assert fleet_row(response, agent).runs == 0
+    totals = response.context["totals"]
+    assert totals.hour.runs == 8
+    assert totals.hour.error_runs == 1
+    assert totals.hour.cost_usd == Decimal("0.35")
+    assert totals.cost_today == Decimal("1.35")
+    assert response.context["agents_live"] == 2
+
+
+def test_an_agent_without_recent_traffic_is_shown_idle_with_its_state(client_as, project):
+    agent = make_agent(project, "night-batch", state=Agent.State.PAUSED, state_reason="budget")
+
+    response = client_as("viewer").get(reverse("fleet"))
+
+    assert tile_of(response, agent).hour.runs == 0
     html = response.content.decode()
     assert "night-batch" in html
-    assert '<span class="badge paused"' in html
+    assert '<span class="badge paused" title="budget">paused</span>' in html
+    assert "state-paused idle" in html
 
 
-def test_the_page_polls_and_htmx_gets_only_the_table(client_as, busy_agent):
+def test_a_tile_shows_burn_against_the_daily_budget(client_as, project, busy_agent):
+    Budget.objects.create(
+        project=project, scope="agent", agent=busy_agent, daily_usd=Decimal("2.00")
+    )
+
+    response = client_as("viewer").get(reverse("fleet"))
+
+    tile = tile_of(response, busy_agent)
+    assert tile.daily_budget.cap == Decimal("2.00")
+    assert "of $2.00 today" in response.content.decode()
+    assert 'aria-label="Daily budget used"' in response.content.decode()
+
+
+def test_a_tile_shows_the_slo_with_the_least_error_budget_left(client_as, busy_agent):
+    Slo.objects.create(agent=busy_agent, kind=Slo.Kind.SUCCESS_RATE, target=0.99)
+
+    response = client_as("viewer").get(reverse("fleet"))
+
+    badge = tile_of(response, busy_agent).slo
+    assert badge is not None
+    assert badge.status.slo.kind == Slo.Kind.SUCCESS_RATE
+    assert "error budget left" in response.content.decode()
+
+
+def test_alerts_firing_now_are_listed_and_resolved_ones_are_not(client_as, project, busy_agent):
+    AlertEvent.objects.create(
+        kind=AlertEvent.Kind.SLO_FAST_BURN,
+        severity=AlertEvent.Severity.PAGE,
+        key="slo:1:fast",
+        project=project,
+        agent=busy_agent,
+        summary="support-triage is burning its error budget at 20×",
+        opened_at=ago(minutes=4),
+    )
+    AlertEvent.objects.create(
+        kind=AlertEvent.Kind.BUDGET_WARN,
+        key="budget:1:daily:warn",
+        project=project,
+        summary="an old warning",
+        opened_at=ago(hours=2),
+        resolved_at=ago(hours=1),
+    )
+
+    html = client_as("viewer").get(reverse("fleet")).content.decode()
+
+    assert "burning its error budget at 20×" in html
+    assert "an old warning" not in html
+    assert "1 alert" in html
+
+
+def test_pending_approvals_and_open_incidents_have_a_labelled_slot(client_as, busy_agent):
+    html = client_as("viewer").get(reverse("fleet")).content.decode()
+
+    assert "Approvals <strong" in html and "Incidents <strong" in html
+
+
+def test_the_page_is_live_and_polls_only_while_the_socket_is_down(client_as, busy_agent):
     client = client_as("viewer")
     page = client.get(reverse("fleet")).content.decode()
     fragment = client.get(reverse("fleet"), headers={"HX-Request": "true"})
 
-    assert 'hx-trigger="every 5s"' in page
-    assert "<html" in page
+    assert 'ws-connect="/ws/live/fleet/"' in page
+    assert "live-refresh, every 10s[document.body.dataset.live!=='on']" in page
+    assert 'class="live-status"' in page
     body = fragment.content.decode()
     assert "<html" not in body
     assert body.lstrip().startswith('<div id="fleet-live"')
@@ -122,19 +166,21 @@ def test_an_empty_fleet_explains_how_to_send_traces(client_as):
 
     assert "No agents have reported yet" in html
     assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://testserver" in html
-    assert "/v1/traces" in html
-    assert 'hx-trigger="every 5s"' in html  # so the first agent shows up by itself
 
 
 def test_the_query_count_does_not_grow_with_the_fleet(
     client_as, project, busy_agent, django_assert_num_queries
 ):
+    Budget.objects.create(project=project, scope="project", daily_usd=10, monthly_usd=100)
+    Slo.objects.create(agent=busy_agent, kind=Slo.Kind.SUCCESS_RATE, target=0.99)
     client = client_as("viewer")
     client.get(reverse("fleet"))  # warm the session
     with django_assert_num_queries(FLEET_QUERIES):
         client.get(reverse("fleet"))
     for n in range(5):
-        make_run(project, make_agent(project, f"agent-{n}"), started_at=minutes_ago(n))
+        agent = make_agent(project, f"agent-{n}")
+        minute_row(agent, ago(minutes=n + 1), ok=1, cost="0.01")
+        Slo.objects.create(agent=agent, kind=Slo.Kind.SUCCESS_RATE, target=0.99)
     with django_assert_num_queries(FLEET_QUERIES):
         client.get(reverse("fleet"))
 
@@ -143,26 +189,23 @@ def test_agent_supplied_names_are_escaped(client_as, project):
     agent = make_agent(
         project, "<script>alert(1)</script>", current_version='"><img src=x onerror=alert(1)>'
     )
-    make_run(project, agent)
+    minute_row(agent, ago(minutes=1), ok=1)
 
     html = client_as("viewer").get(reverse("fleet")).content.decode()
 
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img src=x onerror" not in html
-    assert "?agent=%3Cscript%3Ealert%281%29%3C/script%3E" in html
 
 
 def test_a_javascript_agent_name_never_becomes_a_link_target(client_as, project):
-    make_run(project, make_agent(project, "javascript:alert(1)"))
+    minute_row(make_agent(project, "javascript:alert(1)"), ago(minutes=1), ok=1)
 
     html = client_as("viewer").get(reverse("fleet")).content.decode()
 
     assert 'href="javascript:' not in html
-    assert 'href="/traces/?agent=javascript%3Aalert%281%29"' in html
+    assert 'href="/agents/javascript:alert(1)/"' in html
 
 
-def test_percentile_interpolates_like_percentile_cont():
-    assert views.percentile([], 0.5) is None
-    assert views.percentile([7.0], 0.95) == 7.0
-    assert views.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+def test_people_without_a_role_see_nothing(client_as, busy_agent):
+    assert client_as("outsider").get(reverse("fleet")).status_code == 403

@@ -72,6 +72,11 @@ def issue_demo_key() -> str:
     from traces.models import IngestKey, Project
 
     project, _ = Project.objects.get_or_create(name=DEMO_PROJECT)
+    # The demo fleet's SLOs and budgets, so its scenarios (a latency breach, a budget pause, a
+    # bad release) show on the fleet page.
+    from cockpit.slo import ensure_demo_objectives
+
+    ensure_demo_objectives(project)
     for old in IngestKey.objects.active().filter(project=project, label=DEMO_KEY_LABEL):
         old.revoke()
     _, plaintext = IngestKey.issue(project, label=DEMO_KEY_LABEL)
