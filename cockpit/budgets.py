@@ -79,12 +79,24 @@ def period_start(period: str, now: datetime) -> datetime:
 
 def spend_by_agent(agent_ids, start: datetime, end: datetime) -> dict[int, Decimal]:
     """{agent id: cost of its runs started in [start, end)}, from rollups (one query)."""
-    stats = rollups.agent_window(agent_ids, start, end, now=end)
+    stats = rollups.agent_window(agent_ids, start, end, latency=False, now=end)
     return {agent_id: window.cost_usd for agent_id, window in stats.items()}
 
 
+def spend_by_period(agent_ids, periods, now: datetime) -> dict[str, dict[int, Decimal]]:
+    """{period: {agent id: cost of its runs started since the period began}}, one query."""
+    # The end is a moment past now: a run that started this very instant counts.
+    end = now + timedelta(seconds=1)
+    windows = {period: (period_start(period, now), end) for period in periods}
+    stats = rollups.agent_windows(agent_ids, windows, latency=False, now=end)
+    return {
+        period: {agent_id: window.cost_usd for agent_id, window in by_agent.items()}
+        for period, by_agent in stats.items()
+    }
+
+
 def statuses_for(budgets: list[Budget], *, now: datetime) -> list[BudgetStatus]:
-    """A BudgetStatus per cap of `budgets`: at most three queries whatever their number."""
+    """A BudgetStatus per cap of `budgets`: at most two queries whatever their number."""
     if not budgets:
         return []
     project_ids = sorted({b.project_id for b in budgets})
@@ -94,13 +106,8 @@ def statuses_for(budgets: list[Budget], *, now: datetime) -> list[BudgetStatus]:
             "pk", "project_id", "team"
         )
     }
-    # The end is a moment past now: a run that started this very instant counts.
-    end = now + timedelta(seconds=1)
-    spends = {
-        period: spend_by_agent(list(agents), period_start(period, now), end)
-        for period in PERIODS
-        if any(period in b.caps() for b in budgets)
-    }
+    periods = [period for period in PERIODS if any(period in b.caps() for b in budgets)]
+    spends = spend_by_period(list(agents), periods, now)
     statuses = []
     for budget in budgets:
         for period, cap in budget.caps().items():
@@ -128,7 +135,7 @@ def _covers(budget: Budget, project_id: int, team: str, *, agent_id: int) -> boo
 
 def budget_statuses(agents, *, now: datetime | None = None) -> dict[int, list[BudgetStatus]]:
     """{agent id: [BudgetStatus, …]} for every budget covering each agent (its own, its
-    team's and its project's), in at most four queries whatever the number of agents."""
+    team's and its project's), in at most three queries whatever the number of agents."""
     now = now or timezone.now()
     agents = list(agents)
     result: dict[int, list[BudgetStatus]] = {agent.pk: [] for agent in agents}

@@ -127,11 +127,16 @@ def _tightest_daily(statuses: list[BudgetStatus]) -> BudgetStatus | None:
 
 
 def build_tiles(agents: list[Agent], now: datetime, alerts: list) -> list[Tile]:
-    """Tiles for `agents`: three rollup reads plus the SLO and budget reads, however many."""
+    """Tiles for `agents`: one rollup read plus the SLO and budget reads, however many."""
     ids = [agent.pk for agent in agents]
-    hour = rollups.agent_window(ids, now - HOUR_WINDOW, now, now=now)
-    recent = rollups.agent_window(ids, now - RATE_WINDOW, now, now=now)
-    today = rollups.agent_window(ids, start_of_day(now), now, now=now)
+    windows = {
+        "hour": (now - HOUR_WINDOW, now),
+        "recent": (now - RATE_WINDOW, now),
+        "today": (start_of_day(now), now),
+    }
+    # One query; runs per minute and today's spend need counts only: no histograms to merge.
+    stats = rollups.agent_windows(ids, windows, counts_only=("recent", "today"), now=now)
+    hour, recent, today = stats["hour"], stats["recent"], stats["today"]
     slos = slo_statuses(agents, now=now)
     budgets = budget_statuses(agents, now=now)
     alert_counts: dict[int, int] = {}

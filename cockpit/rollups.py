@@ -3,11 +3,13 @@
 Dashboards read these rows, never raw spans. The read API (for the fleet page, agent pages,
 SLOs, budgets and the cost explorer):
 
-- ``agent_window(agent_ids, since, until)`` → {agent id: WindowStats} for tiles and SLOs.
+- ``agent_window(agent_ids, since, until)`` → {agent id: WindowStats} for tiles and SLOs;
+  ``agent_windows(agent_ids, {name: (since, until)})`` several windows in one query.
 - ``fleet_totals(since, until)`` → one WindowStats for all agents (or the given ones).
 - ``series(agent_id, since, until, step)`` → [(bucket start, WindowStats)] for charts;
   ``timeseries(agent_id, metric, since, until, step)`` → [(bucket start, value)].
 - ``breakdown(agent_id, dim_kind, since, until)`` → {dimension value: WindowStats};
+  ``breakdowns(agent_id, dim_kinds, since, until)`` several kinds in one query;
   ``breakdown_series(...)`` the same per step, for "tokens by model" charts.
 - ``percentiles(agent_id, since, until, qs, kind)`` → [value or None per q].
 
@@ -15,11 +17,16 @@ A window is read at the coarsest resolution that tiles it exactly: whole settled
 rows, whole settled hours from hour rows, the edges and the last few minutes from minute rows
 (``window_tiles``). Windows start on a minute boundary: ``since`` is rounded down.
 
+On PostgreSQL a read sums its counters and merges its histograms in SQL, one row per agent,
+dimension value or chart step; ``latency=False`` (or ``counts_only``) skips the histograms
+where only counts and cost are shown. Nothing is cached: every read sees the rows as they are.
+
 Folding (Celery, see cockpit.tasks):
 
-- ``fold_pass()`` recomputes every (minute, agent) bucket holding a run whose ``updated_at``
-  moved since the watermark, from the raw runs and spans of that minute, then marks the
-  bucket's hour and day dirty and sends ``rollups_folded`` (after commit) with the agent ids.
+- ``fold_pass()`` recomputes every (10-second slice, agent) bucket holding a run whose
+  ``updated_at`` moved since the watermark, from the raw runs and spans of that slice, rewrites
+  those minutes as the merge of their slices, marks their hours and days dirty and sends
+  ``rollups_folded`` (after commit) with the agent ids.
 - ``coarse_pass()`` recomputes dirty hour rows from minute rows, then dirty day rows from hour
   rows. Both passes are idempotent: running them twice, or on two workers, changes nothing.
 - ``delete_expired_spans()`` drops raw spans older than COCKPIT_SPAN_RETENTION_DAYS in batches;
@@ -32,6 +39,7 @@ called once per fold pass that changed something, after its transaction committe
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -39,13 +47,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 
 from cockpit import histogram
-from cockpit.models import FoldedRun, Rollup, RollupDirty, RollupWatermark
+from cockpit.models import FoldedRun, Rollup, RollupDirty, RollupSlice, RollupWatermark
 from traces.models import Agent, Run, Span
 
 MINUTE = timedelta(minutes=1)
@@ -264,9 +273,165 @@ def _window_rows(tiles, *, dim_kind: str = "", agent_ids=None, columns: Iterable
     return rows.order_by().values("agent_id", "bucket_start", "dim_value", *columns)
 
 
-def _columns(steps: bool) -> list[str]:
-    columns = [*COUNTERS, "cost_usd", "duration_ms_sum", "errors_by_type", "run_hist"]
+# Summed per group in SQL; the JSON columns (histograms, errors by type) are merged key by key.
+SUMMED = (*COUNTERS, "cost_usd", "duration_ms_sum")
+
+
+def _json_columns(steps: bool, latency: bool = True) -> list[str]:
+    """The JSON columns a read needs: none for counts and cost only, run latency and error
+    types for tiles and tables, and the LLM and tool step histograms when steps is set."""
+    if not latency:
+        return []
+    columns = ["errors_by_type", "run_hist"]
     return columns + ["llm_hist", "tool_hist"] if steps else columns
+
+
+def _columns(steps: bool) -> list[str]:
+    return [*SUMMED, *_json_columns(steps)]
+
+
+def _slot(moment: datetime, origin: datetime, step: timedelta) -> datetime:
+    return origin + ((moment - origin) // step) * step
+
+
+def _grouped_rows(
+    tiles,
+    group: tuple[str, ...],
+    *,
+    dim_kind: str = "",
+    agent_ids=None,
+    json_columns: Iterable[str] = (),
+    step: timedelta | None = None,
+    origin: datetime | None = None,
+) -> list[tuple[tuple, dict]]:
+    """[(group key, row)] of the tiles' rollup rows, in one query; a row feeds WindowStats.add.
+
+    group names the key's parts: "agent_id", "dim_value" and "slot" (bucket_start floored to
+    `step` from `origin`). On PostgreSQL each group comes back as one row, its counters summed
+    and its JSON columns merged in SQL: decoding thousands of histograms in Python is what
+    made the dashboards slow. Elsewhere (SQLite) the raw rows come back with their keys, and
+    WindowStats.add merges them the same way.
+    """
+    rows = _grouped_windows(
+        {"": tiles},
+        group,
+        dim_kind=dim_kind,
+        agent_ids=agent_ids,
+        json_columns=json_columns,
+        step=step,
+        origin=origin,
+    )
+    return [(key, row) for (_, key), row in rows]
+
+
+def _grouped_windows(
+    windows: dict[str, list],
+    group: tuple[str, ...],
+    *,
+    dim_kind: str = "",
+    agent_ids=None,
+    json_columns: Iterable[str] = (),
+    bare: Iterable[str] = (),
+    dim_kinds: dict[str, str] | None = None,
+    step: timedelta | None = None,
+    origin: datetime | None = None,
+) -> list[tuple[tuple[str, tuple], dict]]:
+    """[((window name, group key), row)] for several windows' tiles at once: one query on
+    PostgreSQL (see _grouped_rows), one per window elsewhere. The windows named in `bare`
+    leave their JSON columns empty (they are read for counts and cost only); dim_kinds gives
+    a window a dimension of its own ({window name: dim kind}, dim_kind otherwise)."""
+    windows = {name: tiles for name, tiles in windows.items() if tiles}
+    kinds = {name: (dim_kinds or {}).get(name, dim_kind) for name in windows}
+    if not windows:
+        return []
+    json_columns = list(json_columns)
+    if _aggregate_in_sql():
+        return _grouped_sql(windows, group, kinds, agent_ids, json_columns, set(bare), step, origin)
+    keys = {
+        "agent_id": lambda row: row["agent_id"],
+        "dim_value": lambda row: row["dim_value"],
+        "slot": lambda row: _slot(row["bucket_start"], origin, step),
+    }
+    bare = set(bare)
+    return [
+        ((name, tuple(keys[part](row) for part in group)), row)
+        for name, tiles in windows.items()
+        for row in _window_rows(
+            tiles,
+            dim_kind=kinds[name],
+            agent_ids=agent_ids,
+            columns=[*SUMMED, *([] if name in bare else json_columns)],
+        )
+    ]
+
+
+def _aggregate_in_sql() -> bool:
+    """Sums and histogram merges in SQL on PostgreSQL; in Python elsewhere (SQLite)."""
+    return connection.vendor == "postgresql"
+
+
+def _grouped_sql(windows, group, kinds, agent_ids, json_columns, bare, step, origin):
+    expressions = {
+        "agent_id": ("agent_id", []),
+        "dim_value": ("dim_value", []),
+        "slot": ("date_bin(%s::interval, bucket_start, %s)", [step, origin]),
+    }
+    keys = ["w", *(f"g{i}" for i in range(len(group)))]
+    selected, select_params = ["%s::text AS w"], []
+    for key, name in zip(keys[1:], group, strict=True):
+        expression, params = expressions[name]
+        selected.append(f"{expression} AS {key}")
+        select_params += params
+    columns = ", ".join([*selected, *SUMMED, *json_columns])
+    no_json = ", ".join([*selected, *SUMMED, *(f"NULL::jsonb AS {c}" for c in json_columns)])
+    table = Rollup._meta.db_table
+    # Each window selects its own rows (windows overlap), all in one scan of the CTE after.
+    parts, params = [], []
+    for name, tiles in windows.items():
+        buckets = " OR ".join(
+            "(resolution = %s AND bucket_start >= %s AND bucket_start < %s)" for _ in tiles
+        )
+        where = f"dim_kind = %s AND ({buckets})"
+        params += [name, *select_params, kinds[name], *(value for tile in tiles for value in tile)]
+        if agent_ids is not None:
+            where += " AND agent_id = ANY(%s)"
+            params.append(list(agent_ids))
+        chosen = no_json if name in bare else columns
+        parts.append(f"SELECT {chosen} FROM {table} WHERE {where}")  # noqa: S608
+    key_list = ", ".join(keys)
+    # SUM of an integer column is numeric in PostgreSQL: cast back so counters stay ints.
+    sums = ", ".join(f"SUM({name})::bigint AS {name}" for name in COUNTERS)
+    sums += ", SUM(cost_usd) AS cost_usd, SUM(duration_ms_sum) AS duration_ms_sum"
+    # Only fixed column names go into the text; values travel as parameters.
+    merged = "".join(
+        f" LEFT JOIN (SELECT {key_list}, jsonb_object_agg(k, n)::text AS {name}"  # noqa: S608
+        f" FROM (SELECT {key_list}, e.key AS k, SUM(e.value::bigint) AS n"
+        f" FROM r, jsonb_each_text(r.{name}) AS e GROUP BY {key_list}, e.key) AS x"
+        f" GROUP BY {key_list}) AS j_{name} USING ({key_list})"
+        for name in json_columns
+    )
+    selections = " UNION ALL ".join(parts)
+    sql = (
+        f"WITH r AS MATERIALIZED ({selections})"  # noqa: S608
+        f" SELECT c.*{''.join(f', j_{name}.{name}' for name in json_columns)}"
+        f" FROM (SELECT {key_list}, {sums} FROM r GROUP BY {key_list}) AS c{merged}"
+    )
+    with connection.cursor() as cursor:
+        # The planner guesses 100 keys per jsonb_each_text row, so a read of a few thousand
+        # rows looks expensive enough to JIT-compile: 20-30 ms of compiling for a query that
+        # runs in a few. SET LOCAL lasts to the end of this statement's implicit transaction
+        # (or of the caller's), and costs no round trip of its own.
+        cursor.execute(f"SET LOCAL jit = off; {sql}", params)
+        cursor.nextset()
+        names = [column.name for column in cursor.description]
+        result = []
+        for values in cursor.fetchall():
+            row = dict(zip(names, values, strict=True))
+            for name in json_columns:
+                row[name] = json.loads(row[name]) if row[name] else {}
+            window = row.pop("w")
+            result.append(((window, tuple(row.pop(key) for key in keys[1:])), row))
+    return result
 
 
 def agent_window(
@@ -275,20 +440,56 @@ def agent_window(
     until: datetime,
     *,
     steps: bool = False,
+    latency: bool = True,
     now: datetime | None = None,
 ) -> dict[int, WindowStats]:
     """{agent id: stats over [since, until)} for the given agents (None: every agent with rows).
 
     Agents without runs in the window are present with empty stats when named in agent_ids.
-    steps=True also loads the LLM and tool step histograms (not needed for tiles). One query.
+    steps=True also loads the LLM and tool step histograms (not needed for tiles);
+    latency=False leaves out every histogram and the error types, for reads of counts and
+    cost only (budgets, runs per minute). One query.
     """
     seconds = (until - _floor(since, MINUTE)).total_seconds()
     ids = None if agent_ids is None else list(agent_ids)
     stats = {pk: WindowStats(seconds=seconds) for pk in ids or []}
     tiles = window_tiles(since, until, now=now)
-    for row in _window_rows(tiles, agent_ids=ids, columns=_columns(steps)):
-        stats.setdefault(row["agent_id"], WindowStats(seconds=seconds)).add(row)
+    rows = _grouped_rows(
+        tiles, ("agent_id",), agent_ids=ids, json_columns=_json_columns(steps, latency)
+    )
+    for (agent_id,), row in rows:
+        stats.setdefault(agent_id, WindowStats(seconds=seconds)).add(row)
     return stats
+
+
+def agent_windows(
+    agent_ids: Iterable[int],
+    windows: dict[str, tuple[datetime, datetime]],
+    *,
+    latency: bool = True,
+    counts_only: Iterable[str] = (),
+    now: datetime | None = None,
+) -> dict[str, dict[int, WindowStats]]:
+    """{window name: {agent id: stats}} for several windows {name: (since, until)} at once:
+    agent_window for each, in one query (SLO burn windows, budget periods, fleet tiles).
+    The windows named in counts_only are read as with latency=False."""
+    ids = list(agent_ids)
+    out: dict[str, dict[int, WindowStats]] = {}
+    tiles = {}
+    for name, (since, until) in windows.items():
+        seconds = (until - _floor(since, MINUTE)).total_seconds()
+        out[name] = {pk: WindowStats(seconds=seconds) for pk in ids}
+        tiles[name] = window_tiles(since, until, now=now)
+    rows = _grouped_windows(
+        tiles,
+        ("agent_id",),
+        agent_ids=ids,
+        json_columns=_json_columns(False, latency),
+        bare=counts_only,
+    )
+    for (name, (agent_id,)), row in rows:
+        out[name][agent_id].add(row)
+    return out
 
 
 def fleet_totals(
@@ -332,12 +533,13 @@ def series(
     step: timedelta | None = None,
     *,
     steps: bool = False,
+    latency: bool = True,
     now: datetime | None = None,
 ) -> list[tuple[datetime, WindowStats]]:
     """[(step start, stats)] for one agent (None: the whole fleet), every step present.
 
     step defaults to resolution_for's bucket size (1 min up to 6 h, 1 h up to 7 d, then 1 day);
-    any multiple of a minute works. One query.
+    any multiple of a minute works. latency=False leaves out the histograms. One query.
     """
     step = step or default_step(since, until)
     starts = _steps(since, until, step)
@@ -346,9 +548,15 @@ def series(
         return []
     tiles = window_tiles(starts[0], until, now=now, coarsest=_coarsest_for(step))
     ids = None if agent_id is None else [agent_id]
-    origin = starts[0]
-    for row in _window_rows(tiles, agent_ids=ids, columns=_columns(steps)):
-        slot = origin + ((row["bucket_start"] - origin) // step) * step
+    rows = _grouped_rows(
+        tiles,
+        ("slot",),
+        agent_ids=ids,
+        json_columns=_json_columns(steps, latency),
+        step=step,
+        origin=starts[0],
+    )
+    for (slot,), row in rows:
         if slot in out:
             out[slot].add(row)
     return list(out.items())
@@ -381,6 +589,7 @@ def breakdown(
     until: datetime,
     *,
     steps: bool = False,
+    latency: bool = True,
     now: datetime | None = None,
 ) -> dict[str, WindowStats]:
     """{dimension value: stats over [since, until)} for one agent (None: the fleet).
@@ -396,8 +605,44 @@ def breakdown(
     out: dict[str, WindowStats] = {}
     ids = None if agent_id is None else [agent_id]
     tiles = window_tiles(since, until, now=now)
-    for row in _window_rows(tiles, dim_kind=dim_kind, agent_ids=ids, columns=_columns(steps)):
-        out.setdefault(row["dim_value"], WindowStats(seconds=seconds)).add(row)
+    rows = _grouped_rows(
+        tiles,
+        ("dim_value",),
+        dim_kind=dim_kind,
+        agent_ids=ids,
+        json_columns=_json_columns(steps, latency),
+    )
+    for (value,), row in rows:
+        out.setdefault(value, WindowStats(seconds=seconds)).add(row)
+    return out
+
+
+def breakdowns(
+    agent_id: int | None,
+    dim_kinds: Iterable[str],
+    since: datetime,
+    until: datetime,
+    *,
+    now: datetime | None = None,
+) -> dict[str, dict[str, WindowStats]]:
+    """{dim kind: breakdown(agent_id, dim kind, since, until)} for several kinds, in one
+    query (the agent page's tables by model, task type and version)."""
+    kinds = list(dim_kinds)
+    for dim_kind in kinds:
+        if dim_kind not in Rollup.Dim.values or dim_kind == Rollup.Dim.ALL:
+            raise ValueError(f"unknown dimension {dim_kind!r}")
+    seconds = (until - _floor(since, MINUTE)).total_seconds()
+    out: dict[str, dict[str, WindowStats]] = {dim_kind: {} for dim_kind in kinds}
+    tiles = window_tiles(since, until, now=now)
+    rows = _grouped_windows(
+        dict.fromkeys(kinds, tiles),
+        ("dim_value",),
+        agent_ids=None if agent_id is None else [agent_id],
+        json_columns=_json_columns(False),
+        dim_kinds={dim_kind: dim_kind for dim_kind in kinds},
+    )
+    for (dim_kind, (value,)), row in rows:
+        out[dim_kind].setdefault(value, WindowStats(seconds=seconds)).add(row)
     return out
 
 
@@ -408,10 +653,11 @@ def breakdown_series(
     until: datetime,
     step: timedelta | None = None,
     *,
+    latency: bool = True,
     now: datetime | None = None,
 ) -> dict[str, list[tuple[datetime, WindowStats]]]:
-    """{dimension value: [(step start, stats)]}, every step present: "tokens by model". One
-    query."""
+    """{dimension value: [(step start, stats)]}, every step present: "tokens by model".
+    latency=False leaves out the histograms. One query."""
     if dim_kind not in Rollup.Dim.values or dim_kind == Rollup.Dim.ALL:
         raise ValueError(f"unknown dimension {dim_kind!r}")
     step = step or default_step(since, until)
@@ -421,14 +667,19 @@ def breakdown_series(
     out: dict[str, dict[datetime, WindowStats]] = {}
     tiles = window_tiles(starts[0], until, now=now, coarsest=_coarsest_for(step))
     ids = None if agent_id is None else [agent_id]
-    origin = starts[0]
-    for row in _window_rows(tiles, dim_kind=dim_kind, agent_ids=ids, columns=_columns(False)):
-        slots = out.get(row["dim_value"])
+    rows = _grouped_rows(
+        tiles,
+        ("dim_value", "slot"),
+        dim_kind=dim_kind,
+        agent_ids=ids,
+        json_columns=_json_columns(False, latency),
+        step=step,
+        origin=starts[0],
+    )
+    for (value, slot), row in rows:
+        slots = out.get(value)
         if slots is None:
-            slots = out[row["dim_value"]] = {
-                s: WindowStats(seconds=step.total_seconds()) for s in starts
-            }
-        slot = origin + ((row["bucket_start"] - origin) // step) * step
+            slots = out[value] = {s: WindowStats(seconds=step.total_seconds()) for s in starts}
         if slot in slots:
             slots[slot].add(row)
     return {value: list(slots.items()) for value, slots in out.items()}
@@ -474,6 +725,13 @@ WATERMARK_MARGIN = timedelta(seconds=2)
 # it keeps one forgotten session from holding the watermark back.
 OPEN_TRANSACTION_LIMIT = timedelta(minutes=5)
 DIMENSIONS = ("team", "task_type", "version", "environment")
+# The unit the fold rebuilds from raw runs and spans: one agent's runs that started in a slice
+# of a minute. A pass rereads at most one slice per agent of the current traffic (not the whole
+# minute so far), and each minute row is the merge of its slices. 60 / SLICE slices a minute.
+SLICE = timedelta(seconds=10)
+# Slices are kept this long for cheap refolds of late spans; after that a late run's minute
+# has no slices left and is rebuilt whole from raw runs and spans, as before slices existed.
+SLICE_KEEP = timedelta(hours=1)
 
 
 def is_transient_error(error_type: str) -> bool:
@@ -487,12 +745,12 @@ def _use_sql() -> bool:
 
 
 def fold_pass(*, now: datetime | None = None, broadcast: bool = True) -> set[int]:
-    """Recompute the minute buckets touched since the watermark. Returns the agent ids folded
-    (empty when nothing changed or another pass holds the watermark).
+    """Recompute the slices (and their minutes) touched since the watermark. Returns the agent
+    ids folded (empty when nothing changed or another pass holds the watermark).
 
     One transaction: the watermark row is claimed FOR UPDATE SKIP LOCKED (a second worker or a
-    second beat finds it locked and returns at once), buckets are rewritten whole, the
-    watermark advances, and rollups_folded is sent after commit.
+    second beat finds it locked and returns at once), slices and minutes are rewritten whole,
+    the watermark advances, and rollups_folded is sent after commit.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -515,7 +773,7 @@ def fold_pass(*, now: datetime | None = None, broadcast: bool = True) -> set[int
         cutoff = now - span_retention()
         buckets = {b for b in _buckets_to_refold(changed) if b[1] >= _floor(cutoff, MINUTE)}
         if buckets:
-            fold_buckets(buckets)
+            fold_slices(buckets)
             _mark_dirty(Rollup.Resolution.HOUR, {(a, _floor(m, HOUR)) for a, m in buckets}, now)
         RollupWatermark.objects.filter(pk=watermark.pk).update(position=position, updated_at=now)
         agent_ids = {agent_id for agent_id, _ in buckets}
@@ -561,26 +819,32 @@ def _safe_horizon(now: datetime) -> datetime:
 
 
 def _buckets_to_refold(changed: list[tuple]) -> set[tuple[int, datetime]]:
-    """The (agent, minute) buckets of the changed runs, and the ones they were counted in.
+    """The (agent, slice) buckets of the changed runs, and the ones they were counted in.
 
     Records where each run is counted now (FoldedRun), so that a later move is refolded too.
     """
     if not changed:
         return set()
-    placed = {pk: (agent_id, _floor(started_at, MINUTE)) for pk, agent_id, started_at, _ in changed}
+    placed = {pk: (agent_id, _floor(started_at, SLICE)) for pk, agent_id, started_at, _ in changed}
     buckets = set(placed.values())
-    moved = []
-    for pk, agent_id, minute in FoldedRun.objects.filter(run_id__in=list(placed)).values_list(
-        "run_id", "agent_id", "minute"
+    unmoved = set()
+    for pk, agent_id, start in FoldedRun.objects.filter(run_id__in=list(placed)).values_list(
+        "run_id", "agent_id", "slice_start"
     ):
-        if (agent_id, minute) != placed[pk]:
-            buckets.add((agent_id, minute))
-            moved.append(pk)
+        if (agent_id, start) != placed[pk]:
+            buckets.add((agent_id, start))
+        else:
+            unmoved.add(pk)
+    # Most changed runs got spans in the slice they were counted in: nothing to record.
     FoldedRun.objects.bulk_create(
-        [FoldedRun(run_id=pk, agent_id=a, minute=m) for pk, (a, m) in sorted(placed.items())],
+        [
+            FoldedRun(run_id=pk, agent_id=a, slice_start=s)
+            for pk, (a, s) in sorted(placed.items())
+            if pk not in unmoved
+        ],
         update_conflicts=True,
         unique_fields=["run_id"],
-        update_fields=["agent_id", "minute"],
+        update_fields=["agent_id", "slice_start"],
     )
     return buckets
 
@@ -601,25 +865,130 @@ def _mark_dirty(resolution: str, buckets: set[tuple[int, datetime]], now: dateti
 
 def fold_buckets(buckets: Iterable[tuple[int, datetime]]) -> None:
     """Recompute the given (agent id, minute) buckets from raw runs and spans, whole."""
-    buckets = sorted({(agent_id, _floor(minute, MINUTE)) for agent_id, minute in buckets})
-    if not buckets:
+    minutes = {(agent_id, _floor(minute, MINUTE)) for agent_id, minute in buckets}
+    fold_slices(_all_slices(minutes))
+
+
+def _all_slices(minutes: Iterable[tuple[int, datetime]]) -> set[tuple[int, datetime]]:
+    return {(a, m + i * SLICE) for a, m in minutes for i in range(MINUTE // SLICE)}
+
+
+def fold_slices(slices: Iterable[tuple[int, datetime]]) -> None:
+    """Recompute the given (agent id, slice) buckets from raw runs and spans, whole, then the
+    minute rows they belong to from their slices."""
+    slices = {(agent_id, _floor(start, SLICE)) for agent_id, start in slices}
+    if not slices:
         return
+    minutes = {(a, _floor(s, MINUTE)) for a, s in slices}
     with transaction.atomic():
-        _delete_minute_rows(buckets)
+        # A minute without slice rows was folded whole before slices existed, or its slices
+        # were pruned: its other slices must be rebuilt too, or the merge would drop them.
+        slices |= _all_slices(minutes - _minutes_with_slices(minutes))
+        slices = sorted(slices)
+        _delete_rows(RollupSlice.objects.all(), slices)
         if _use_sql():
-            _fold_sql(buckets)
+            _tune_fold_transaction()
+            _fold_sql(slices)
         else:
-            Rollup.objects.bulk_create(_fold_python(buckets), batch_size=500)
+            RollupSlice.objects.bulk_create(_fold_python(slices), batch_size=500)
+        _merge_minutes(sorted(minutes))
 
 
-def _delete_minute_rows(buckets: list[tuple[int, datetime]]) -> None:
+def _tune_fold_transaction() -> None:
+    """Settings for the rest of the fold's transaction. The fold statements' cost estimates
+    pass jit_above_cost, and compiling them costs more than running them (about 100 ms a
+    pass); their sorts of a slice's spans need more than the default work_mem in memory."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute("SET LOCAL work_mem = '32MB'")
+
+
+def _bucket_condition(buckets: list[tuple[int, datetime]], size: timedelta) -> Q:
+    condition = Q()
+    for agent_id, start in buckets:
+        condition |= Q(agent_id=agent_id, bucket_start__gte=start, bucket_start__lt=start + size)
+    return condition
+
+
+def _minutes_with_slices(minutes: set[tuple[int, datetime]]) -> set[tuple[int, datetime]]:
+    found = set()
+    for chunk in _chunks(sorted(minutes), 500):
+        rows = RollupSlice.objects.filter(_bucket_condition(chunk, MINUTE), dim_kind="")
+        found |= {(a, _floor(s, MINUTE)) for a, s in rows.values_list("agent_id", "bucket_start")}
+    return found
+
+
+def _delete_rows(rows, buckets: list[tuple[int, datetime]]) -> None:
     for chunk in _chunks(buckets, 500):
         condition = Q()
-        for agent_id, minute in chunk:
-            condition |= Q(agent_id=agent_id, bucket_start=minute)
-        Rollup.objects.filter(
-            condition, resolution=Rollup.Resolution.MINUTE, dim_kind__in=Rollup.Dim.values
-        ).delete()
+        for agent_id, start in chunk:
+            condition |= Q(agent_id=agent_id, bucket_start=start)
+        rows.filter(condition, dim_kind__in=Rollup.Dim.values).delete()
+
+
+def _merge_minutes(minutes: list[tuple[int, datetime]]) -> None:
+    """Rewrite the given (agent, minute) rows as the merge of their slices."""
+    # In Python on PostgreSQL too: merging the histograms key by key in SQL (jsonb_each, group,
+    # jsonb_object_agg) measured two to three times slower than reading the rows and adding.
+    _delete_rows(Rollup.objects.filter(resolution=Rollup.Resolution.MINUTE), minutes)
+    merged: dict[tuple, dict] = {}
+    for chunk in _chunks(minutes, 500):
+        rows = RollupSlice.objects.filter(_bucket_condition(chunk, MINUTE)).order_by()
+        for row in rows.values("project_id", "agent_id", "bucket_start", "dim_kind",
+                               "dim_value", *_columns(True)):  # fmt: skip
+            minute = _floor(row["bucket_start"], MINUTE)
+            key = (row["agent_id"], minute, row["dim_kind"], row["dim_value"])
+            if key not in merged:
+                merged[key] = _empty_row(row["project_id"], *key)
+            _add_row(merged[key], row)
+    now = timezone.now()
+    rows = [
+        {
+            **row,
+            **{h: histogram.to_json(row[h]) for h in HISTOGRAMS},
+            "resolution": Rollup.Resolution.MINUTE,
+            "computed_at": now,
+        }
+        for row in merged.values()
+    ]
+    if _use_sql():
+        _insert_minutes_sql(rows)
+    else:
+        Rollup.objects.bulk_create([Rollup(**row) for row in rows], batch_size=500)
+
+
+MINUTE_COLUMNS = (
+    "resolution", "bucket_start", "project_id", "agent_id", "dim_kind", "dim_value", *COUNTERS,
+    "cost_usd", "duration_ms_sum", "errors_by_type", *HISTOGRAMS, "computed_at",
+)  # fmt: skip
+# One JSON document of all the rows: bulk_create's per-value quoting of the histograms cost
+# about three times as much CPU in the worker (measured with 300 rows of ~130 buckets).
+INSERT_MINUTES_SQL = f"""
+INSERT INTO cockpit_rollup ({", ".join(MINUTE_COLUMNS)})
+SELECT {", ".join(MINUTE_COLUMNS)} FROM jsonb_populate_recordset(NULL::cockpit_rollup, %s::jsonb)
+"""  # noqa: S608 - only fixed column names go into the text
+
+
+def _insert_minutes_sql(rows: list[dict]) -> None:
+    payload = json.dumps(
+        [{name: row[name] for name in MINUTE_COLUMNS} for row in rows], cls=DjangoJSONEncoder
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_MINUTES_SQL, [payload])
+
+
+def prune_slices(*, now: datetime | None = None) -> int:
+    """Delete slice rows of minutes older than SLICE_KEEP. Returns the number deleted.
+
+    Under the fold's watermark, so no pass merges a minute whose slices are half deleted; when
+    a pass holds it, pruning waits for the next call.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        if _claim_watermark(FOLD_WATERMARK, now) is None:
+            return 0
+        cutoff = _floor(now - SLICE_KEEP, MINUTE)
+        return RollupSlice.objects.filter(bucket_start__lt=cutoff).delete()[0]
 
 
 def _chunks(items: list, size: int):
@@ -701,8 +1070,8 @@ SPAN_FIELDS = (
 )  # fmt: skip
 
 
-def _fold_python(buckets: list[tuple[int, datetime]]) -> list[Rollup]:
-    """The portable fold: the same rows as _fold_sql, computed from ORM reads."""
+def _fold_python(buckets: list[tuple[int, datetime]]) -> list[RollupSlice]:
+    """The portable fold of (agent, slice) buckets: the same rows as _fold_sql, from ORM reads."""
     agent_rows = Agent.objects.filter(pk__in={a for a, _ in buckets})
     agents, environments = {}, {}
     for pk, project_id, environment in agent_rows.values_list("pk", "project_id", "environment"):
@@ -710,17 +1079,14 @@ def _fold_python(buckets: list[tuple[int, datetime]]) -> list[Rollup]:
     runs = []
     for chunk in _chunks(buckets, 200):
         condition = Q()
-        for agent_id, minute in chunk:
-            condition |= Q(
-                agent_id=agent_id, started_at__gte=minute, started_at__lt=minute + MINUTE
-            )
+        for agent_id, start in chunk:
+            condition |= Q(agent_id=agent_id, started_at__gte=start, started_at__lt=start + SLICE)
         runs += list(Run.objects.filter(condition).order_by().values(*RUN_FIELDS))
     runs_by_id = {run["id"]: run for run in runs}
     rows: dict[tuple, dict] = {}
 
     def row_for(run, dim_kind, dim_value):
-        minute = _floor(run["started_at"], MINUTE)
-        key = (run["agent_id"], minute, dim_kind, dim_value)
+        key = (run["agent_id"], _floor(run["started_at"], SLICE), dim_kind, dim_value)
         if key not in rows:
             rows[key] = _empty_row(agents[run["agent_id"]], *key)
         return rows[key]
@@ -770,10 +1136,8 @@ def _fold_python(buckets: list[tuple[int, datetime]]) -> list[Rollup]:
         row["cost_unknown_runs"] = len(unknown_cost_runs.get((agent_id, minute, model), ()))
     now = timezone.now()
     return [
-        Rollup(
-            resolution=Rollup.Resolution.MINUTE,
-            computed_at=now,
-            **{**row, **{h: histogram.to_json(row[h]) for h in HISTOGRAMS}},
+        RollupSlice(
+            computed_at=now, **{**row, **{h: histogram.to_json(row[h]) for h in HISTOGRAMS}}
         )
         for row in rows.values()
     ]
@@ -793,7 +1157,8 @@ ROLLUP_INSERT_COLUMNS = (
     "cache_write_tokens", "cost_usd", "cost_unknown_runs", "duration_ms_sum",
 )  # fmt: skip
 
-# One statement rewrites every bucket of the pass: the runs of each (agent, minute), exploded
+# One statement rewrites every slice of the pass (`minute` below is the slice's start): the runs
+# of each (agent, slice), exploded
 # into one row per dimension; their LLM spans grouped by model; errors and step durations from
 # the spans. Histograms are built as {bucket: count} with jsonb_object_agg.
 FOLD_SQL = f"""
@@ -813,7 +1178,7 @@ r AS (
     FROM b
     JOIN traces_agent a ON a.id = b.agent_id
     JOIN traces_run run ON run.agent_id = b.agent_id
-        AND run.started_at >= b.minute AND run.started_at < b.minute + interval '1 minute'
+        AND run.started_at >= b.minute AND run.started_at < b.minute + %(slice)s
 ),
 d AS (
     SELECT r.*, dims.dim_kind, dims.dim_value
@@ -825,8 +1190,13 @@ s AS (
         sp.input_tokens, sp.output_tokens, sp.cache_read_tokens, sp.cache_write_tokens,
         sp.cost_usd, sp.cost_known, {_bucket_sql("sp.duration_ms")} AS bucket,
         (sp.error_type ~* %(transient)s) AS transient
-    FROM r JOIN traces_span sp ON sp.run_id = r.run_id
-    WHERE sp.kind IN ('llm', 'tool') OR sp.status = 'error'
+    -- Each run's spans through span_run_idx: the planner underestimates r and would hash
+    -- join a scan of the whole span table. OFFSET 0 keeps the LATERAL subquery a nested loop.
+    FROM r CROSS JOIN LATERAL (
+        SELECT * FROM traces_span sp
+        WHERE sp.run_id = r.run_id AND (sp.kind IN ('llm', 'tool') OR sp.status = 'error')
+        OFFSET 0
+    ) AS sp
 ),
 sd AS (
     SELECT s.*, dims.dim_kind, dims.dim_value
@@ -905,10 +1275,10 @@ errors AS (
     ) AS x
     GROUP BY agent_id, minute, dim_kind, dim_value
 )
-INSERT INTO cockpit_rollup (resolution, bucket_start, project_id, agent_id, dim_kind, dim_value,
+INSERT INTO cockpit_rollupslice (bucket_start, project_id, agent_id, dim_kind, dim_value,
     {", ".join(ROLLUP_INSERT_COLUMNS)}, error_spans, errors_by_type, tool_errors_transient,
     tool_errors_permanent, run_hist, llm_hist, tool_hist, computed_at)
-SELECT '1m', rr.minute, rr.project_id, rr.agent_id, rr.dim_kind, rr.dim_value,
+SELECT rr.minute, rr.project_id, rr.agent_id, rr.dim_kind, rr.dim_value,
     {", ".join(f"rr.{c}" for c in ROLLUP_INSERT_COLUMNS)},
     coalesce(e.error_spans, 0), coalesce(e.errors_by_type, '{{}}'),
     coalesce(e.tool_errors_transient, 0), coalesce(e.tool_errors_permanent, 0),
@@ -929,6 +1299,7 @@ def _fold_sql(buckets: list[tuple[int, datetime]]) -> None:
                 "agents": [a for a, _ in buckets],
                 "minutes": [m for _, m in buckets],
                 "transient": TRANSIENT_ERROR_PATTERN,
+                "slice": SLICE,
                 "now": timezone.now(),
             },
         )

@@ -124,16 +124,29 @@ def window_counts(
 ) -> dict[int, WindowCounts]:
     """{agent id: WindowCounts} for runs that started in [start, end), from rollups (one
     query). Runs still in progress are left out; latency counts are exact to ~1 %."""
-    stats = rollups.agent_window(agent_ids, start, end, now=end)
+    # The run histogram is merged only when a latency SLO needs counts under a threshold.
+    stats = rollups.agent_window(agent_ids, start, end, latency=bool(thresholds), now=end)
+    return {agent_id: _counts(window, thresholds) for agent_id, window in stats.items()}
+
+
+def windows_counts(
+    agent_ids, windows: dict[str, tuple[datetime, datetime]], thresholds: tuple[float, ...], now
+) -> dict[str, dict[int, WindowCounts]]:
+    """window_counts for several windows {name: (start, end)} at once, in one query."""
+    stats = rollups.agent_windows(agent_ids, windows, latency=bool(thresholds), now=now)
     return {
-        agent_id: WindowCounts(
-            runs=window.finished,
-            succeeded=window.successes,
-            cost_usd=window.cost_usd,
-            within_ms={t: window.runs_within(t) for t in thresholds},
-        )
-        for agent_id, window in stats.items()
+        name: {agent_id: _counts(window, thresholds) for agent_id, window in by_agent.items()}
+        for name, by_agent in stats.items()
     }
+
+
+def _counts(window: rollups.WindowStats, thresholds: tuple[float, ...]) -> WindowCounts:
+    return WindowCounts(
+        runs=window.finished,
+        succeeded=window.successes,
+        cost_usd=window.cost_usd,
+        within_ms={t: window.runs_within(t) for t in thresholds},
+    )
 
 
 # --- Reading a window --------------------------------------------------------------------------
@@ -189,10 +202,9 @@ def status_from_counts(slo: Slo, window: WindowCounts, burns: dict[str, WindowCo
 
 
 def slo_statuses(agents, *, now: datetime | None = None) -> dict[int, list[SloStatus]]:
-    """{agent id: [SloStatus, …]} for every SLO of `agents`, in a fixed number of queries.
-
-    Two queries for the SLOs and their firing alerts, plus one per distinct SLO window and one
-    per burn window (four): independent of the number of agents.
+    """{agent id: [SloStatus, …]} for every SLO of `agents`, in three queries: the SLOs, every
+    window they read (the four burn windows and each distinct SLO window) in one, and their
+    firing alerts, whatever the number of agents.
     """
     now = now or timezone.now()
     agent_ids = [a.pk if isinstance(a, Agent) else a for a in agents]
@@ -202,14 +214,12 @@ def slo_statuses(agents, *, now: datetime | None = None) -> dict[int, list[SloSt
         return result
     thresholds = _latency_thresholds(slos)
     ids = sorted({slo.agent_id for slo in slos})
-    burns = {
-        name: window_counts(ids, now - length, now, thresholds)
-        for name, length in BURN_WINDOWS.items()
-    }
-    windows = {
-        days: window_counts(ids, now - timedelta(days=days), now, thresholds)
-        for days in sorted({slo.window_days for slo in slos})
-    }
+    spans = {name: (now - length, now) for name, length in BURN_WINDOWS.items()}
+    days_list = sorted({slo.window_days for slo in slos})
+    spans |= {f"{days}d": (now - timedelta(days=days), now) for days in days_list}
+    counts = windows_counts(ids, spans, thresholds, now)
+    burns = {name: counts[name] for name in BURN_WINDOWS}
+    windows = {days: counts[f"{days}d"] for days in days_list}
     firing = {
         (event.slo_id, event.kind)
         for event in AlertEvent.objects.firing().filter(slo__in=slos).only("slo_id", "kind")

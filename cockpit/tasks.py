@@ -1,4 +1,5 @@
-"""Celery tasks of the rollups: fold new runs every second, build hours and days, expire spans.
+"""Celery tasks of the rollups: fold new runs every second, build hours and days, prune the
+fold's slices, expire spans.
 
 Each task is one idempotent pass (cockpit.rollups): a doubled, late or overlapping run does no
 harm, so beat can fire them freely and a dead worker loses nothing.
@@ -19,6 +20,12 @@ def fold_rollups() -> int:
 def build_coarse_rollups() -> int:
     """Rewrite dirty hour rows from minutes and dirty day rows from hours."""
     return rollups.coarse_pass()
+
+
+@shared_task(name="cockpit.tasks.prune_rollup_slices", ignore_result=True)
+def prune_rollup_slices() -> int:
+    """Delete the fold's 10-second slice rows of minutes past SLICE_KEEP; minute rows stay."""
+    return rollups.prune_slices()
 
 
 @shared_task(name="cockpit.tasks.expire_spans", ignore_result=True)

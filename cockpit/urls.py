@@ -24,9 +24,7 @@ urlpatterns = [
     ),
     path("api/v1/releases", cockpit_api.Releases.as_view(), name="api-releases"),
     path("metrics", cockpit_api.prometheus_metrics, name="metrics"),
-    path(
-        "agents/<path:name>/intervene", intervention_views.intervene, name="agent-intervene"
-    ),
+    path("agents/<path:name>/intervene", intervention_views.intervene, name="agent-intervene"),
     path("agents/<path:name>/charts.json", views.agent_charts, name="agent-charts"),
     path("agents/<path:name>/", views.agent_page, name="agent"),
     path("costs/", views.cost_explorer, name="costs"),

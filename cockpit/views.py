@@ -80,8 +80,10 @@ WINDOWS = {
 }
 DEFAULT_WINDOW = "24h"
 # Tool calls are not a rollup dimension: the tools table reads spans of the agent's runs, so
-# it looks at most this far back.
+# it looks at most this far back, and at no more than the latest TOOLS_RUNS runs: a sample
+# whose cost stays flat however busy the agent is.
 TOOLS_WINDOW = timedelta(hours=24)
+TOOLS_RUNS = 500
 SLOWEST_RUNS = 10
 BREAKDOWN_ROWS = 8
 # A user whose first run with the agent is this recent counts as new.
@@ -121,7 +123,7 @@ def agent_figures(agent: Agent, window: ChartWindow, now: datetime) -> dict[str,
         for at, stats in rollups.series(agent.pk, since, now, window.step, now=now)
     ]
     by_model = rollups.breakdown_series(
-        agent.pk, Rollup.Dim.MODEL, since, now, window.step, now=now
+        agent.pk, Rollup.Dim.MODEL, since, now, window.step, latency=False, now=now
     )
     tokens = {
         model or "unknown model": [(at, s.input_tokens + s.output_tokens) for at, s in series]
@@ -150,17 +152,30 @@ class BreakdownRow:
         return self.value or "none"
 
 
-def _breakdown(agent: Agent, dim: str, since: datetime, now: datetime) -> list[BreakdownRow]:
-    stats = rollups.breakdown(agent.pk, dim, since, now, now=now)
+def _breakdown(stats: dict[str, rollups.WindowStats]) -> list[BreakdownRow]:
     rows = [BreakdownRow(value, s) for value, s in stats.items() if s.runs]
     return sorted(rows, key=lambda row: -row.stats.runs)[:BREAKDOWN_ROWS]
 
 
+BREAKDOWN_DIMS = (Rollup.Dim.MODEL, Rollup.Dim.TASK_TYPE, Rollup.Dim.VERSION)
+
+
 def _tool_breakdown(agent: Agent, since: datetime, now: datetime) -> list[dict]:
-    """Calls, errors and p95-ish mean latency per tool, from the spans of recent runs."""
-    runs = Run.objects.filter(agent=agent, started_at__gte=max(since, now - TOOLS_WINDOW))
+    """Calls, errors and mean latency per tool, from the spans of the latest runs.
+
+    Two queries: the run ids first, so that their spans are read through the span index by run
+    (as a subquery the planner may scan every span instead, tens of ms on a busy store)."""
+    run_ids = list(
+        Run.objects.filter(
+            agent=agent, started_at__gte=max(since, now - TOOLS_WINDOW), started_at__lt=now
+        )
+        .order_by("-started_at")
+        .values_list("pk", flat=True)[:TOOLS_RUNS]
+    )
+    if not run_ids:
+        return []
     rows = (
-        Span.objects.filter(run__in=runs, kind=Span.Kind.TOOL)
+        Span.objects.filter(run_id__in=run_ids, kind=Span.Kind.TOOL)
         .values("tool_name")
         .order_by()
         .annotate(
@@ -266,6 +281,7 @@ def agent_page(request, name):
         ]
     )
     costliest = costs.costliest_runs(since, now, summary.runs, summary.cost_per_run, agent=agent)
+    tables = rollups.breakdowns(agent.pk, BREAKDOWN_DIMS, since, now, now=now)
     context = {
         "agent": agent,
         "window": window,
@@ -279,11 +295,12 @@ def agent_page(request, name):
         "charts_src": reverse("agent-charts", args=[agent.name])
         + f"?window={window.key}"
         + (f"&project={request.GET['project']}" if request.GET.get("project") else ""),
-        "by_model": _breakdown(agent, Rollup.Dim.MODEL, since, now),
-        "by_task": _breakdown(agent, Rollup.Dim.TASK_TYPE, since, now),
-        "by_version": _breakdown(agent, Rollup.Dim.VERSION, since, now),
+        "by_model": _breakdown(tables[Rollup.Dim.MODEL]),
+        "by_task": _breakdown(tables[Rollup.Dim.TASK_TYPE]),
+        "by_version": _breakdown(tables[Rollup.Dim.VERSION]),
         "tools": _tool_breakdown(agent, since, now),
-        "tools_label": window.label if window.length <= TOOLS_WINDOW else "24 hours",
+        "tools_label": (window.label if window.length <= TOOLS_WINDOW else "24 hours")
+        + f", up to {TOOLS_RUNS} runs",
         "cohorts": _user_cohorts(agent, since, now),
         "slowest": slowest,
         "costliest": costliest,

@@ -138,7 +138,10 @@ ENDPOINTS = [
         lambda w: f"{reverse('run-compare')}?a={w.trace_id}&b={w.trace_id}",
         roles.VIEWER,
         200,
-    ),    Endpoint("agent", "get", lambda w: reverse("agent", args=["support-triage"]), roles.VIEWER, 200),
+    ),
+    Endpoint(
+        "agent", "get", lambda w: reverse("agent", args=["support-triage"]), roles.VIEWER, 200
+    ),
     Endpoint(
         "agent-charts",
         "get",

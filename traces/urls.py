@@ -16,9 +16,7 @@ urlpatterns = [
     path("traces/<str:trace_id>/rows/", run_views.run_rows, name="run-rows"),
     path("traces/<str:trace_id>/story/", run_views.run_story, name="run-story"),
     path("traces/<str:trace_id>/export.json", run_views.run_export, name="run-export"),
-    path(
-        "traces/<str:trace_id>/spans/<str:span_id>/", run_views.span_detail, name="span-detail"
-    ),
+    path("traces/<str:trace_id>/spans/<str:span_id>/", run_views.span_detail, name="span-detail"),
     path("projects/", views.project_list, name="project-list"),
     path("projects/<slug:name>/keys/", views.key_create, name="key-create"),
     path("keys/<int:pk>/revoke/", views.key_revoke, name="key-revoke"),

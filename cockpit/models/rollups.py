@@ -1,7 +1,8 @@
 """Rollups: per agent and per dimension, per minute, hour and day, folded from runs and spans.
 
-A minute row is always recomputed whole from the raw runs and spans of its (minute, agent), so
-folding is idempotent: a late or repeated span refolds its minute and the row comes out right.
+A 10-second slice row is always recomputed whole from the raw runs and spans of its (slice,
+agent), and a minute row whole from its six slices, so folding is idempotent: a late or
+repeated span refolds its slice and minute and the rows come out right.
 Hour rows are recomputed whole from minute rows, day rows from hour rows (cockpit.rollups).
 """
 
@@ -27,11 +28,8 @@ class RollupQuerySet(models.QuerySet):
         return self.filter(bucket_start__gte=since, bucket_start__lt=until)
 
 
-class Rollup(models.Model):
-    class Resolution(models.TextChoices):
-        MINUTE = "1m"
-        HOUR = "1h"
-        DAY = "1d"
+class RollupFigures(models.Model):
+    """The figures of one bucket of one agent and dimension value: Rollup's and RollupSlice's."""
 
     class Dim(models.TextChoices):
         ALL = "", "agent total"
@@ -41,8 +39,6 @@ class Rollup(models.Model):
         VERSION = "version"
         ENVIRONMENT = "environment"
 
-    resolution = models.CharField(max_length=2, choices=Resolution.choices)
-    bucket_start = models.DateTimeField()
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
@@ -87,6 +83,23 @@ class Rollup(models.Model):
     tool_hist = models.JSONField(default=dict, blank=True)
     computed_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        abstract = True
+
+    @property
+    def cost_known(self) -> bool:
+        return self.cost_unknown_runs == 0
+
+
+class Rollup(RollupFigures):
+    class Resolution(models.TextChoices):
+        MINUTE = "1m"
+        HOUR = "1h"
+        DAY = "1d"
+
+    resolution = models.CharField(max_length=2, choices=Resolution.choices)
+    bucket_start = models.DateTimeField()
+
     objects = RollupQuerySet.as_manager()
 
     class Meta:
@@ -111,9 +124,35 @@ class Rollup(models.Model):
             f"{self.resolution} {self.bucket_start:%Y-%m-%d %H:%M} {self.agent_id} {self.dim_kind}"
         )
 
-    @property
-    def cost_known(self) -> bool:
-        return self.cost_unknown_runs == 0
+
+class RollupSlice(RollupFigures):
+    """One agent's figures over a 10-second slice of a minute: the unit the fold rebuilds.
+
+    Rebuilding a slice from raw runs and spans rereads at most ten seconds of one agent's
+    traffic; its minute row is then the merge of its six slices (counters add, histograms
+    merge). Slices are only the fold's working state: dashboards read minute rows, and slices
+    of minutes older than cockpit.rollups.SLICE_KEEP are deleted (a late run in such a minute
+    rebuilds all six of its slices from the raw runs and spans again).
+    """
+
+    bucket_start = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # One row per slice and dimension value; also the index of the fold's delete and of
+            # the minute merge's read (agent, slice range).
+            models.UniqueConstraint(
+                fields=["agent", "bucket_start", "dim_kind", "dim_value"],
+                name="rollup_slice_unique",
+            )
+        ]
+        indexes = [
+            # Pruning slices of old minutes across all agents.
+            models.Index(fields=["bucket_start"], name="rollup_slice_start_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"slice {self.bucket_start:%Y-%m-%d %H:%M:%S} {self.agent_id} {self.dim_kind}"
 
 
 class RollupWatermark(models.Model):
@@ -155,7 +194,7 @@ class RollupDirty(models.Model):
 
 
 class FoldedRun(models.Model):
-    """Where the last fold counted a run: its (agent, minute) bucket.
+    """Where the last fold counted a run: its (agent, 10-second slice) bucket.
 
     A run's start moves earlier and its agent can change when its root span arrives after its
     children; the bucket it was counted in must then be recomputed too, or the run would count
@@ -164,7 +203,9 @@ class FoldedRun(models.Model):
 
     run_id = models.BigIntegerField(primary_key=True)
     agent_id = models.BigIntegerField()
-    minute = models.DateTimeField()
+    # The start of the slice (cockpit.models.RollupSlice) the run was counted in. Rows written
+    # before slices hold a minute's start, which is also its first slice's start.
+    slice_start = models.DateTimeField()
 
     def __str__(self) -> str:
-        return f"run {self.run_id} in {self.agent_id}@{self.minute.isoformat()}"
+        return f"run {self.run_id} in {self.agent_id}@{self.slice_start.isoformat()}"

@@ -13,9 +13,10 @@
   document.addEventListener("htmx:wsClose", function () { setLive("off"); });
   document.addEventListener("htmx:wsError", function () { setLive("off"); });
   // cockpit.realtime.send_refresh swaps in <div id="live-refresh" data-refresh="ID">: ask the
-  // element with that id to re-fetch itself.
+  // element with that id to re-fetch itself. The event fires on the element swapped in
+  // (event.detail.target is the one it replaced).
   document.addEventListener("htmx:oobAfterSwap", function (event) {
-    var marker = event.detail.target;
+    var marker = event.target;
     if (!marker || marker.id !== "live-refresh" || !marker.dataset.refresh) return;
     var target = document.getElementById(marker.dataset.refresh);
     if (target) htmx.trigger(target, "live-refresh");

@@ -18,9 +18,10 @@ pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 5, 14, 12, 0, 30, tzinfo=UTC)
 # Session, user, groups; agent; the summary, series and tokens-by-model rollup reads; releases
-# in the window; three breakdowns; tools; two user-cohort queries; slowest runs, costliest runs
-# and their spans; SLO statuses, budget statuses, alerts, releases; control, interventions.
-AGENT_PAGE_QUERIES = 23
+# in the window; one read for the three breakdowns; tools (the latest runs' ids, then their
+# spans); two user-cohort queries; slowest runs, costliest runs and their spans; SLO statuses,
+# budget statuses, alerts, releases; control, interventions.
+AGENT_PAGE_QUERIES = 22
 
 
 @pytest.fixture(autouse=True)
@@ -134,6 +135,17 @@ def test_breakdowns_by_model_version_task_tool_and_user_cohort(client_as, projec
     cohorts = {c["cohort"]: c["runs"] for c in response.context["cohorts"]}
     assert cohorts == {"Returning users": 1, "New users (first run < 7 d)": 1}
     assert response.context["tools"][0]["calls"] == 2  # make_run: agent, llm, tool spans x2
+
+
+def test_the_tools_table_reads_only_the_latest_runs(client_as, project, agent, monkeypatch):
+    monkeypatch.setattr("cockpit.views.TOOLS_RUNS", 1)
+    make_run(project, agent, started_at=NOW - timedelta(minutes=20))
+    make_run(project, agent, started_at=NOW - timedelta(minutes=10))
+
+    response = client_as("viewer").get(reverse("agent", args=["refund-agent"]))
+
+    assert response.context["tools"][0]["calls"] == 1  # the latest run's tool span only
+    assert "up to 1 runs" in response.context["tools_label"]
 
 
 def test_the_audit_trail_shows_who_did_what_and_why(client_as, people, agent):

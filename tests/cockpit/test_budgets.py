@@ -147,8 +147,8 @@ def test_statuses_for_a_fleet_take_a_fixed_number_of_queries(project, django_ass
         agent_budget(agent, daily_usd=Decimal("10"), monthly_usd=Decimal("100"))
     Budget.objects.create(project=project, scope="team", team="t", daily_usd=Decimal("40"))
 
-    # Budgets, agents, spend today, spend this month.
-    with django_assert_num_queries(4):
+    # Budgets, agents, one rollup read for spend today and this month.
+    with django_assert_num_queries(3):
         statuses = budget_statuses(agents, now=NOW)
 
     assert [len(statuses[a.pk]) for a in agents] == [3] * 5

@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from cockpit import rollups
-from cockpit.models import Rollup
+from cockpit.models import Rollup, RollupSlice
 from tests.cockpit.rollup_traffic import T0, ingest, traffic
 from traces.models import Run, Span
 
@@ -40,3 +40,20 @@ def test_a_run_touched_after_its_spans_expired_leaves_its_rollups_as_they_were(p
         sorted(Rollup.objects.values_list("bucket_start", "dim_kind", "runs", "llm_calls"))
         == before
     )
+
+
+def test_pruning_drops_only_the_fold_slices_of_minutes_past_slice_keep(project):
+    rng = random.Random(3)
+    ingest(project, traffic(rng, agents=("refunds",), runs=20, minutes=2, start=T0))
+    ingest(
+        project,
+        traffic(rng, agents=("refunds",), runs=20, minutes=2, start=T0 + timedelta(hours=2)),
+    )
+    rollups.fold_pass()
+    minutes_before = Rollup.objects.filter(resolution="1m").count()
+    young = RollupSlice.objects.filter(bucket_start__gte=T0 + timedelta(hours=2)).count()
+
+    assert rollups.prune_slices(now=T0 + timedelta(hours=2) + rollups.SLICE_KEEP) > 0
+
+    assert RollupSlice.objects.count() == young > 0
+    assert Rollup.objects.filter(resolution="1m").count() == minutes_before

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from cockpit import histogram, rollups
-from cockpit.models import Rollup
+from cockpit.models import Rollup, RollupSlice
 from tests.cockpit.rollup_traffic import (
     T0,
     assert_close,
@@ -247,6 +247,66 @@ def test_each_read_is_one_query(project, django_assert_num_queries):
         rollups.breakdown_series(agent.pk, "version", *window, now=LATER)
     with django_assert_num_queries(1):
         rollups.percentiles(None, *window, kind="llm", now=LATER)
+    with django_assert_num_queries(1):
+        rollups.agent_windows([agent.pk], {"a": window, "b": (T0, T0 + timedelta(hours=3))})
+    with django_assert_num_queries(1):
+        rollups.breakdowns(agent.pk, ["model", "version", "task_type"], *window, now=LATER)
+
+
+def comparable(stats: rollups.WindowStats) -> dict:
+    fields = dict(stats.__dict__)
+    fields["duration_ms_sum"] = pytest.approx(fields["duration_ms_sum"])
+    return fields
+
+
+def test_reads_summed_in_sql_equal_the_rows_merged_in_python(project, monkeypatch):
+    ingest(project, traffic(random.Random(12), runs=120))
+    rollups.fold_pass()
+    rollups.coarse_pass(now=LATER)
+    agent = Agent.objects.order_by("pk").first()
+    since, until = T0 - timedelta(hours=2), T0 + timedelta(hours=3)
+    step = timedelta(minutes=10)
+
+    def reads():
+        windows = {"long": (since, until), "short": (T0, T0 + timedelta(minutes=20))}
+        many = rollups.agent_windows([agent.pk], windows, counts_only=["short"], now=LATER)
+        tables = rollups.breakdowns(agent.pk, ["model", "task_type"], since, until, now=LATER)
+        return {
+            **{("agent", k): comparable(s) for k, s in rollups.agent_window(None, since, until, steps=True, now=LATER).items()},
+            **{("series", at): comparable(s) for at, s in rollups.series(agent.pk, since, until, step, now=LATER)},
+            **{("model", k): comparable(s) for k, s in rollups.breakdown(None, "model", since, until, now=LATER).items()},
+            **{
+                ("version", value, at): comparable(s)
+                for value, points in rollups.breakdown_series(agent.pk, "version", since, until, step, now=LATER).items()
+                for at, s in points
+            },
+            **{("windows", name, k): comparable(s) for name, by_agent in many.items() for k, s in by_agent.items()},
+            **{("tables", kind, k): comparable(s) for kind, table in tables.items() for k, s in table.items()},
+        }  # fmt: skip
+
+    in_sql = reads()
+    monkeypatch.setattr(rollups, "_aggregate_in_sql", lambda: False)
+    in_python = reads()
+
+    assert sum(stats["runs"] for stats in in_sql.values()) > 0
+    assert in_sql == in_python
+
+
+def test_windows_read_for_counts_only_carry_no_histograms(project):
+    ingest(project, traffic(random.Random(13), runs=30))
+    rollups.fold_pass()
+    agent = Agent.objects.order_by("pk").first()
+    window = (T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+
+    stats = rollups.agent_windows(
+        [agent.pk], {"tile": window, "cost": window}, counts_only=["cost"], now=LATER
+    )
+
+    tile, cost = stats["tile"][agent.pk], stats["cost"][agent.pk]
+    assert tile.runs == cost.runs > 0
+    assert tile.cost_usd == cost.cost_usd
+    assert tile.run_hist and tile.p95 is not None
+    assert cost.run_hist == {} and cost.p95 is None
 
 
 def test_series_puts_every_run_in_its_step_and_fills_empty_steps(project):
@@ -268,3 +328,75 @@ def test_transient_tool_errors_are_timeouts_rate_limits_and_unavailable_services
         assert rollups.is_transient_error(name)
     for name in ("ValueError", "NotFound", "permission_denied", ""):
         assert not rollups.is_transient_error(name)
+
+
+def slice_rows(**filters):
+    return RollupSlice.objects.filter(**filters).order_by("bucket_start")
+
+
+def test_each_minute_row_is_the_merge_of_its_ten_second_slices(project, engine):
+    ingest(project, traffic(random.Random(9), runs=80, minutes=2))
+    rollups.fold_pass()
+    minutes = Rollup.objects.filter(resolution="1m")
+    assert minutes.filter(dim_kind="model").exists() and minutes.filter(dim_kind="team").exists()
+    for row in minutes:
+        parts = slice_rows(
+            agent_id=row.agent_id, dim_kind=row.dim_kind, dim_value=row.dim_value,
+            bucket_start__gte=row.bucket_start,
+            bucket_start__lt=row.bucket_start + timedelta(minutes=1),
+        )  # fmt: skip
+        assert len(parts) > 1 and all(p.bucket_start.second % 10 == 0 for p in parts)
+        for name in ("runs", "successes", "error_spans", "llm_calls", "input_tokens", "cost_usd",
+                     "cost_unknown_runs"):  # fmt: skip
+            assert getattr(row, name) == sum(getattr(p, name) for p in parts)
+        for name in ("run_hist", "llm_hist", "tool_hist"):
+            assert histogram.count(getattr(row, name)) == sum(
+                histogram.count(getattr(p, name)) for p in parts
+            )
+
+
+def test_a_late_span_rebuilds_only_its_own_slice_and_its_minute(project, engine, monkeypatch):
+    # Without the margin a pass does not reread the runs the previous one read.
+    monkeypatch.setattr(rollups, "WATERMARK_MARGIN", timedelta(0))
+    rng = random.Random(10)
+    early = random_run(rng, "refunds", T0 + timedelta(seconds=5))
+    later = random_run(rng, "refunds", T0 + timedelta(seconds=35))
+    ingest(project, early[:-1] + later)
+    rollups.fold_pass()
+    untouched = slice_rows(bucket_start=T0 + timedelta(seconds=30), dim_kind="").get()
+    ingest(project, early[-1:])  # arrives after a later slice of its minute was folded
+    rollups.fold_pass()
+    assert slice_rows(pk=untouched.pk).get().computed_at == untouched.computed_at
+    assert slice_rows(bucket_start=T0, dim_kind="").get().computed_at > untouched.computed_at
+    row = Rollup.objects.get(resolution="1m", dim_kind="")
+    expected = truth_by_minute()[(row.agent_id, T0)]
+    assert (row.runs, row.llm_calls, row.tool_calls) == (
+        2, expected["llm_calls"], expected["tool_calls"],
+    )  # fmt: skip
+    assert (
+        histogram.count(row.llm_hist) + histogram.count(row.tool_hist)
+        == len(early) + len(later) - 2
+    )  # the root spans are neither LLM nor tool steps
+
+
+def test_a_late_span_in_a_minute_whose_slices_were_pruned_rebuilds_the_whole_minute(
+    project, engine
+):
+    rng = random.Random(11)
+    early = random_run(rng, "refunds", T0 + timedelta(seconds=5))
+    later = random_run(rng, "refunds", T0 + timedelta(seconds=45))
+    ingest(project, early[:-1] + later)
+    rollups.fold_pass()
+    assert rollups.prune_slices(now=T0 + rollups.SLICE_KEEP + timedelta(minutes=2)) > 0
+    assert not RollupSlice.objects.exists()
+    assert Rollup.objects.filter(resolution="1m", dim_kind="").get().runs == 2  # minutes stay
+    ingest(project, early[-1:])
+    rollups.fold_pass()
+    row = Rollup.objects.get(resolution="1m", dim_kind="")
+    expected = truth_by_minute()[(row.agent_id, T0)]
+    assert (row.runs, row.llm_calls, row.tool_calls) == (
+        2, expected["llm_calls"], expected["tool_calls"],
+    )  # fmt: skip
+    assert {s.bucket_start for s in slice_rows(dim_kind="")} == {
+        T0, T0 + timedelta(seconds=40),
+    }  # fmt: skip

@@ -3,8 +3,14 @@
 Fold: every simulated second stores RATE spans (about 9 per run, through traces.ingest) into
 the current minute for --agents agents, then runs one fold pass and measures its wall time and
 CPU: this process's plus the PostgreSQL backend's (read from /proc, so the database must run
-on this machine). A minute of that is the worst case for the fold, which rewrites whole
-(minute, agent) buckets: the later in the minute, the more runs each pass rereads.
+on this machine). The fold rebuilds whole (10-second slice, agent) buckets, then their minutes
+from their slices: the later in a slice, the more runs each pass rereads.
+
+Live fold (--live): real time. A child process (this command with --ingest-for) ingests RATE
+spans/s in tenth-of-a-second batches of runs starting now, printing each batch's commit time;
+this process runs a fold pass every second, as beat does (at once when a pass overran), and
+measures each pass's CPU (this thread's plus its backend's) and the tile latency: from a
+batch's commit to the rollups_folded signal of the first pass that began after it.
 
 Reads: seeds rollup rows directly for --agents agents over --days days (day rows, hour rows,
 and minute rows with model and version dimensions for the last --minute-days days: dashboards
@@ -18,6 +24,8 @@ from __future__ import annotations
 import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -63,15 +71,24 @@ class Command(BaseCommand):
         parser.add_argument("--skip-reads", action="store_true")
         parser.add_argument("--reuse", action="store_true", help="reuse seeded rollups")
         parser.add_argument("--repeat", type=int, default=40)
+        parser.add_argument("--live", action="store_true", help="real-time fold and latency")
+        parser.add_argument("--ingest-for", type=float, help="(internal: the live ingest child)")
 
     def handle(self, *args, **options):
         self.rng = random.Random(1)
+        # Fresh trace ids on every run (the same ones again would be duplicates, folded free).
+        self.salt = random.SystemRandom().getrandbits(128)
         self.project, _ = Project.objects.get_or_create(name="bench-rollups")
         self.agents = [
             Agent.objects.get_or_create(project=self.project, name=f"bench-agent-{i:02d}")[0]
             for i in range(options["agents"])
         ]
-        if not options["skip_fold"]:
+        if options["ingest_for"]:
+            self.ingest_live(options)
+            return
+        if options["live"]:
+            self.bench_live(options)
+        elif not options["skip_fold"]:
             self.bench_fold(options)
         if not options["skip_reads"]:
             self.bench_reads(options)
@@ -115,9 +132,77 @@ class Command(BaseCommand):
         self.stdout.write(f"  (ingest of each second's spans, in-process: mean "
                           f"{statistics.mean(ingest_walls):.2f} s)")  # fmt: skip
 
+    # --- Live fold -----------------------------------------------------------------------
+    def ingest_live(self, options):
+        """The child: RATE spans/s for --ingest-for seconds; one commit time per line."""
+        tick = 0.1
+        runs_per_tick = max(1, round(options["rate"] / 9 * tick))
+        started = time.time()
+        for i in range(int(options["ingest_for"] / tick)):
+            at = timezone.now().replace(microsecond=0)
+            spans = [
+                s
+                for _ in range(runs_per_tick)
+                for s in self.run_spans(self.rng.choice(self.agents).name, at)
+            ]
+            delay = started + i * tick - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            ingest_batch(self.project, NormalisedBatch(spans=spans))
+            self.stdout.write(f"{time.time():.6f}")
+            self.stdout.flush()
+
+    def bench_live(self, options):
+        RollupWatermark.objects.update_or_create(
+            name=rollups.FOLD_WATERMARK, defaults={"position": timezone.now()}
+        )
+        seconds = options["seconds"]
+        child = subprocess.Popen(  # noqa: S603 - this interpreter running this command
+            [sys.executable, sys.argv[0], "bench_rollups", "--ingest-for", str(seconds),
+             "--rate", str(options["rate"]), "--agents", str(options["agents"])],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        passes = []  # (began, signalled, cpu seconds)
+        signalled = []
+        rollups.rollups_folded.connect(
+            lambda sender, **kw: signalled.append(time.time()), weak=False
+        )
+        next_pass = time.time()
+        while child.poll() is None:
+            time.sleep(max(0.0, next_pass - time.time()))
+            began = time.time()
+            cpu0, db0 = time.thread_time(), backend_cpu()
+            signalled.clear()
+            rollups.fold_pass()
+            cpu = time.thread_time() - cpu0 + backend_cpu() - db0
+            passes.append((began, signalled[0] if signalled else time.time(), cpu))
+            next_pass = began + 1.0
+        rollups.fold_pass()  # the last batches
+        passes.append((time.time(), time.time(), 0.0))
+        commits = [float(line) for line in child.stdout.read().split()]
+        latencies = []
+        for committed in commits:
+            done = next(end for began, end, _ in passes if began >= committed)
+            latencies.append(done - committed)
+        cpus = [cpu for _, _, cpu in passes[:-1]]
+        wall = passes[-2][0] - passes[0][0] + 1.0
+        self.stdout.write(
+            f"live fold: {seconds} s of {options['rate']} spans/s over {len(self.agents)} agents "
+            f"({len(commits)} ingest commits), {len(cpus)} passes"
+        )
+        self.stdout.write(
+            f"  pass CPU   mean {statistics.mean(cpus):.3f} s (worker + database), p95 "
+            f"{pct(cpus, 0.95):.3f} s  → {sum(cpus) / wall:.2f} of one core"
+        )
+        self.stdout.write(
+            f"  tile latency (commit → pass committed + rollups_folded) p50 "
+            f"{pct(latencies, 0.5):.2f} s, p95 {pct(latencies, 0.95):.2f} s, "
+            f"max {max(latencies):.2f} s"
+        )
+
     def run_spans(self, agent: str, second: datetime) -> list[SpanRecord]:
         rng = self.rng
-        trace_id = f"{rng.getrandbits(128):032x}"
+        trace_id = f"{rng.getrandbits(128) ^ self.salt:032x}"
         root = f"{rng.getrandbits(64):016x}"
         start = second + timedelta(milliseconds=rng.uniform(0, 999))
         duration = rng.lognormvariate(7.5, 0.8)

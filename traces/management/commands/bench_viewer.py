@@ -11,8 +11,10 @@ runs list (first page, each kind of filter, sorts, a deep keyset page) and a run
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import Group, User
@@ -24,7 +26,7 @@ from django.urls import reverse
 from cockpit.roles import VIEWER
 from traces.forms import encode_cursor
 from traces.management.commands.seed_runs import seed_big_run
-from traces.models import Project, Run
+from traces.models import Project, Run, Span
 
 BIG_RUN_TRACE = "b16b16b16b16b16b16b16b16b16b16b1"
 LIST_TARGET_MS = 150
@@ -61,7 +63,8 @@ def list_cases(project: Project) -> list[tuple[str, dict]]:
         ("model o3", {"model": "o3"}),
         ("user", {"user": user[0] if user else "user-00001"}),
         ("search common word", {"q": "refund"}),
-        ("search rare word", {"q": "chargeback"}),
+        ("search less common word", {"q": "chargeback"}),
+        ("search rare word (order number)", {"q": _order_number(runs)}),
         ("search phrase + agent", {"q": '"warranty claim"', "agent": busiest}),
         ("sort by cost", {"sort": "-cost"}),
         ("sort by duration asc", {"sort": "duration"}),
@@ -82,11 +85,22 @@ def list_cases(project: Project) -> list[tuple[str, dict]]:
     return cases
 
 
+def _order_number(runs) -> str:
+    """A number quoted in the newest run's request: in a handful of runs only."""
+    request = (
+        Span.objects.filter(run__in=runs.order_by("-started_at")[:1], parent_span_id="")
+        .values_list("input", flat=True)
+        .first()
+    )
+    numbers = re.findall(r"\d{5}", request or "")
+    return numbers[0] if numbers else "48213"
+
+
 def _custom_range(runs) -> dict:
     newest = runs.order_by("-started_at").values_list("started_at", flat=True).first()
     if newest is None:
         return {}
-    since = newest.replace(hour=8, minute=0, second=0, microsecond=0)
+    since = (newest - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
     return {
         "since": since.strftime("%Y-%m-%dT%H:%M"),
         "until": since.replace(hour=12).strftime("%Y-%m-%dT%H:%M"),
