@@ -382,3 +382,16 @@ def test_every_run_page_part_needs_the_viewer_role(client_as, project, person, s
         reverse("span-detail", args=[run.trace_id, span.span_id]),
     ]:
         assert client.get(path).status_code == status, path
+
+
+def test_only_a_run_without_its_root_span_is_called_in_progress(client_as, project):
+    client = client_as("viewer")
+    running = make_run(project, status=Run.Status.RUNNING, started_at=timezone.now())
+    finished = make_run(project, status=Run.Status.OK, started_at=timezone.now())
+
+    page = client.get(reverse("run-detail", args=[running.trace_id])).content.decode()
+    assert "in progress" in page
+
+    page = client.get(reverse("run-detail", args=[finished.trace_id])).content.decode()
+    assert "in progress" not in page
+    assert "just finished" in page
