@@ -67,19 +67,20 @@ def page(browser, request):
     context.close()
 
 
+def log_in(page, base_url: str, user):
+    """Log in through the real login form; returns on the fleet page."""
+    page.goto(f"{base_url}/login/")
+    page.get_by_label("Username").fill(user.get_username())
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base_url}/")
+    return page
+
+
 @pytest.fixture
 def logged_in_page(page, live_server, people):
     """logged_in_page("viewer") → the page, logged in through the real login form."""
-
-    def login(name: str):
-        page.goto(f"{live_server.url}/login/")
-        page.get_by_label("Username").fill(people[name].get_username())
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{live_server.url}/")
-        return page
-
-    return login
+    return lambda name: log_in(page, live_server.url, people[name])
 
 
 class AsgiLiveServer:
@@ -139,13 +140,4 @@ def asgi_live_server(transactional_db):
 @pytest.fixture
 def asgi_logged_in_page(page, asgi_live_server, people):
     """asgi_logged_in_page("viewer") → the page, logged in on the ASGI live server."""
-
-    def login(name: str):
-        page.goto(f"{asgi_live_server.url}/login/")
-        page.get_by_label("Username").fill(people[name].get_username())
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{asgi_live_server.url}/")
-        return page
-
-    return login
+    return lambda name: log_in(page, asgi_live_server.url, people[name])
