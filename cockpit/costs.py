@@ -21,6 +21,7 @@ from cockpit import forecast, rollups
 from cockpit.models import Rollup
 from cockpit.rollups import WindowStats
 from traces.models import Agent, Run, Span
+from traces.pricing import provider_of_model
 
 PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DEFAULT_PERIOD = "7d"
@@ -146,10 +147,12 @@ def rollup_success() -> Q:
 
 
 def providers_of(models, since: datetime) -> dict[str, str]:
-    """{model: provider} from the LLM spans of the period's most recent runs.
+    """{model: provider} from the LLM spans of the period's most recent runs, else genai-prices.
 
     Provider is not a rollup dimension, and a model keeps its provider, so a sample of recent
-    runs names the provider of every model in use without scanning the span table.
+    runs names the provider of every model in use without scanning the span table. A model
+    that the sample missed is looked up by name in genai-prices' data (every priced model is
+    there); one found in neither is left without a provider and shown as such.
     """
     wanted = {model for model in models if model}
     if not wanted:
@@ -162,7 +165,10 @@ def providers_of(models, since: datetime) -> dict[str, str]:
         .values_list("model", "provider")
         .distinct()
     )
-    return dict(pairs)
+    providers = dict(pairs)
+    for model in wanted - providers.keys():
+        providers[model] = provider_of_model(model)
+    return providers
 
 
 @dataclass

@@ -138,6 +138,12 @@ _PLANS: dict[int, tuple] = {}
 _CACHE_LIMIT = 10_000
 
 
+def provider_of_model(model: str) -> str:
+    """The provider genai-prices knows for a model name ("gpt-4o" → "openai"), or ""."""
+    found = Pricer._model_info(None, model.strip().lower())
+    return found[0].id if found else ""
+
+
 class Pricer:
     """Prices calls for one project. Cheap to reuse across a batch; make one per request."""
 

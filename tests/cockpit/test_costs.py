@@ -171,3 +171,14 @@ def test_an_unknown_csv_dimension_is_refused(client_as, fleet):
     response = client_as("viewer").get(reverse("costs-csv") + "?by=password")
 
     assert response.status_code == 400
+
+
+def test_a_model_missing_from_recent_runs_gets_its_provider_from_genai_prices(project):
+    # No span names these models: the provider comes from genai-prices' data, by model name.
+    since = datetime.now(UTC) - timedelta(days=1)
+    providers = costs.providers_of(["gpt-4o", "claude-sonnet-4-0", "acme-in-house-70b"], since)
+    assert providers == {
+        "gpt-4o": "openai",
+        "claude-sonnet-4-0": "anthropic",
+        "acme-in-house-70b": "",
+    }
