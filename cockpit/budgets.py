@@ -77,12 +77,6 @@ def period_start(period: str, now: datetime) -> datetime:
     return start
 
 
-def spend_by_agent(agent_ids, start: datetime, end: datetime) -> dict[int, Decimal]:
-    """{agent id: cost of its runs started in [start, end)}, from rollups (one query)."""
-    stats = rollups.agent_window(agent_ids, start, end, latency=False, now=end)
-    return {agent_id: window.cost_usd for agent_id, window in stats.items()}
-
-
 def spend_by_period(agent_ids, periods, now: datetime) -> dict[str, dict[int, Decimal]]:
     """{period: {agent id: cost of its runs started since the period began}}, one query."""
     # The end is a moment past now: a run that started this very instant counts.
