@@ -31,6 +31,13 @@ app.conf.beat_schedule = {
         "options": {"expires": 600},
     },
     "expire-spans": {"task": "cockpit.tasks.expire_spans", "schedule": 3600.0},
+    # Run content search documents (traces.search): until a pass covers a run, searches read
+    # its spans directly, so the schedule bounds that extra work rather than what is found.
+    "index-run-content": {
+        "task": "traces.tasks.index_run_content",
+        "schedule": 2.0,
+        "options": {"expires": 10},
+    },
 }
 
 # SLO burn rates and budgets, every minute (cockpit.alerting; it also registers the webhook

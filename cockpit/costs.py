@@ -3,7 +3,7 @@
 Totals and breakdowns by agent, team, model, task type and environment come from rollups.
 Users and conversations are not rollup dimensions (too many values), so they are aggregated
 from Run rows of the period; the costliest runs are read from Run rows through run_cost_idx
-(ORDER BY cost_usd DESC), and what made them expensive from their spans (span_run_idx).
+(ORDER BY cost_usd DESC), and what made them expensive from their spans (span_unique_in_run).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ from django.utils import timezone
 
 from cockpit import histogram
 from cockpit.models import FoldedRun, Rollup, RollupDirty, RollupSlice, RollupWatermark
-from traces.models import Agent, Run, Span
+from traces.models import Agent, Run, RunSearch, Span
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -754,10 +754,10 @@ def fold_pass(*, now: datetime | None = None, broadcast: bool = True) -> set[int
     """
     now = now or timezone.now()
     with transaction.atomic():
-        watermark = _claim_watermark(FOLD_WATERMARK, now)
+        watermark = claim_watermark(FOLD_WATERMARK, now)
         if watermark is None:
             return set()
-        horizon = _safe_horizon(now)
+        horizon = safe_horizon(now)
         changed = list(
             Run.objects.filter(updated_at__gte=watermark.position, agent__isnull=False)
             .order_by("updated_at")
@@ -785,7 +785,7 @@ def fold_pass(*, now: datetime | None = None, broadcast: bool = True) -> set[int
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _claim_watermark(name: str, now: datetime) -> RollupWatermark | None:
+def claim_watermark(name: str, now: datetime) -> RollupWatermark | None:
     """The watermark row, locked for this transaction; None when another pass holds it."""
     # A new watermark starts at the epoch: the first passes fold the whole history, a page
     # at a time.
@@ -799,7 +799,7 @@ def _claim_watermark(name: str, now: datetime) -> RollupWatermark | None:
     )
 
 
-def _safe_horizon(now: datetime) -> datetime:
+def safe_horizon(now: datetime) -> datetime:
     """How far the watermark may move: no uncommitted run can carry an earlier updated_at."""
     horizon = now
     if connection.vendor == "postgresql":
@@ -985,7 +985,7 @@ def prune_slices(*, now: datetime | None = None) -> int:
     """
     now = now or timezone.now()
     with transaction.atomic():
-        if _claim_watermark(FOLD_WATERMARK, now) is None:
+        if claim_watermark(FOLD_WATERMARK, now) is None:
             return 0
         cutoff = _floor(now - SLICE_KEEP, MINUTE)
         return RollupSlice.objects.filter(bucket_start__lt=cutoff).delete()[0]
@@ -1190,7 +1190,7 @@ s AS (
         sp.input_tokens, sp.output_tokens, sp.cache_read_tokens, sp.cache_write_tokens,
         sp.cost_usd, sp.cost_known, {_bucket_sql("sp.duration_ms")} AS bucket,
         (sp.error_type ~* %(transient)s) AS transient
-    -- Each run's spans through span_run_idx: the planner underestimates r and would hash
+    -- Each run's spans through span_unique_in_run: the planner underestimates r and would hash
     -- join a scan of the whole span table. OFFSET 0 keeps the LATERAL subquery a nested loop.
     FROM r CROSS JOIN LATERAL (
         SELECT * FROM traces_span sp
@@ -1400,7 +1400,7 @@ def delete_expired_spans(*, now: datetime | None = None, batch_size: int = 500) 
     per transaction, oldest first. Returns how many spans were deleted.
 
     Spans have no index on their own start (every index costs ingest), so retention walks runs
-    by start time (run_recent_idx) and deletes their spans by run (span_run_idx). A watermark
+    by start time (run_recent_idx) and deletes their spans by run (span_unique_in_run). A watermark
     remembers how far it got, since the runs themselves stay.
     """
     now = now or timezone.now()
@@ -1408,7 +1408,7 @@ def delete_expired_spans(*, now: datetime | None = None, batch_size: int = 500) 
     deleted = 0
     while True:
         with transaction.atomic():
-            watermark = _claim_watermark(RETENTION_WATERMARK, now)
+            watermark = claim_watermark(RETENTION_WATERMARK, now)
             if watermark is None:
                 return deleted
             runs = list(
@@ -1418,7 +1418,10 @@ def delete_expired_spans(*, now: datetime | None = None, batch_size: int = 500) 
             )
             if not runs:
                 return deleted
-            deleted += Span.objects.filter(run_id__in=[pk for pk, _ in runs]).delete()[0]
+            run_ids = [pk for pk, _ in runs]
+            deleted += Span.objects.filter(run_id__in=run_ids).delete()[0]
+            # The content is gone, so a search must no longer find it.
+            RunSearch.objects.filter(run_id__in=run_ids).delete()
             RollupWatermark.objects.filter(pk=watermark.pk).update(
                 position=runs[-1][1], updated_at=now
             )

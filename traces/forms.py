@@ -1,18 +1,18 @@
 """Forms of the trace pages: run filters, projects, ingest keys and model prices."""
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django import forms
-from django.db import connection, transaction
-from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, Subquery, Sum, Value
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from traces.models import Agent, IngestKey, ModelPrice, Project, Run, Span, UnpricedModel
 from traces.pricing import cost_from_row
+from traces.search import runs_mentioning
 
 PERIOD_CHOICES = [
     ("", "Any time"),
@@ -102,73 +102,6 @@ def beyond(field: str, value, pk: int, *, descending: bool) -> Q:
     if descending:
         return Q(**{f"{field}__lte": value}) & (Q(**{f"{field}__lt": value}) | Q(pk__lt=pk))
     return Q(**{f"{field}__gte": value}) & (Q(**{f"{field}__gt": value}) | Q(pk__gt=pk))
-
-
-class ContentMatches(Func):
-    """True when a span's input or output holds the words (PostgreSQL full-text search).
-
-    The expression is the one span_content_search_idx indexes (migration 0003); the two must
-    stay identical for the index to serve the search. 'simple' neither stems nor drops stop
-    words, so it works the same for any language; websearch syntax takes "quoted phrases",
-    `or` and -exclusions.
-    """
-
-    output_field = BooleanField()
-
-    def __init__(self, words: str):
-        super().__init__(F("input"), F("output"), Value(words))
-
-    def as_sql(self, compiler, connection, **extra):
-        (input_sql, _), (output_sql, _), (words_sql, params) = (
-            compiler.compile(expression) for expression in self.get_source_expressions()
-        )
-        sql = (
-            f"to_tsvector('simple'::regconfig, {input_sql} || ' ' || {output_sql})"
-            f" @@ websearch_to_tsquery('simple'::regconfig, {words_sql})"
-        )
-        return sql, params
-
-
-def spans_mentioning(words: str):
-    """Spans whose content holds the words: full-text search on PostgreSQL, LIKE elsewhere."""
-    if connection.vendor == "postgresql":
-        return Span.objects.filter(ContentMatches(words))
-    return Span.objects.filter(Q(input__icontains=words) | Q(output__icontains=words))
-
-
-# Below this many matching spans (the planner's estimate), a search starts from the full-text
-# index; above it, from the runs in list order, probing each run's spans (see runs_mentioning).
-SEARCH_INDEX_FIRST_BELOW = 50_000
-# The index-first path reads at most this many matching spans: a guard against a bad estimate.
-SEARCH_INDEX_CAP = 500_000
-
-
-def estimated_spans_mentioning(words: str) -> float:
-    """The planner's estimate of the spans holding the words (EXPLAIN, nothing is read)."""
-    sql, params = spans_mentioning(words).values("pk").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return plan[0]["Plan"]["Plan Rows"]
-
-
-def runs_mentioning(words: str) -> Q | Exists:
-    """A filter for runs having a span whose content holds the words.
-
-    Two plans, and PostgreSQL's own choice between them is poor because its estimate of a
-    text match is rough and it does not know that probing a run re-tokenises the run's
-    content: for rare words, read the runs' ids from the full-text index (a LIMITed subquery,
-    which PostgreSQL does not flatten into a join); for common words, walk the runs in list
-    order and probe each one's spans, which finds a page of matches after a few runs.
-    """
-    matching = spans_mentioning(words)
-    if connection.vendor == "postgresql" and (
-        estimated_spans_mentioning(words) < SEARCH_INDEX_FIRST_BELOW
-    ):
-        return Q(pk__in=matching.order_by().values("run_id")[:SEARCH_INDEX_CAP])
-    return Exists(matching.filter(run=OuterRef("pk")))
 
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
@@ -290,7 +223,7 @@ class RunFilterForm(forms.Form):
         if data.get("has_pii"):
             runs = runs.filter(pii_count__gt=0)
         if data.get("model"):
-            # Runs that called the model: an LLM span of the run with it (span_run_idx).
+            # Runs that called the model: an LLM span of the run with it (span_unique_in_run).
             model_spans = Span.objects.filter(run=OuterRef("pk"), kind=Span.Kind.LLM)
             runs = runs.filter(Exists(model_spans.filter(model=data["model"])))
         if data.get("q"):

@@ -5,6 +5,7 @@ import secrets
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -143,10 +144,22 @@ class Run(models.Model):
         ESCALATED = "escalated"
         ABANDONED = "abandoned"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    # Like spans, runs are written by ingest on the hot path, with project and agent ids it has
+    # just read or written in the same transaction: no database foreign-key check (a trigger
+    # and a row lock per run) and no index of their own, since run_unique_trace_per_project
+    # and run_agent_recent_idx lead with them. Deletes still cascade through Django.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="runs", db_index=False, db_constraint=False
+    )
     trace_id = models.CharField(max_length=32)
     agent = models.ForeignKey(
-        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        db_index=False,
+        db_constraint=False,
     )
     name = models.CharField(max_length=300, blank=True)
     version = models.CharField(max_length=100, blank=True)
@@ -179,8 +192,11 @@ class Run(models.Model):
     class Meta:
         ordering = ["-started_at"]
         constraints = [
+            # Ingest: INSERT … ON CONFLICT (project_id, trace_id). Trace id first, so the same
+            # index serves /traces/<trace_id>/ and the read API, which look runs up by trace id
+            # alone.
             models.UniqueConstraint(
-                fields=["project", "trace_id"], name="run_unique_trace_per_project"
+                fields=["trace_id", "project"], name="run_unique_trace_per_project"
             )
         ]
         indexes = [
@@ -188,8 +204,6 @@ class Run(models.Model):
             models.Index(fields=["-started_at", "-id"], name="run_recent_idx"),
             # Fleet list and agent pages: runs of one agent in a time window.
             models.Index(fields=["agent", "-started_at"], name="run_agent_recent_idx"),
-            # /traces/<trace_id>/ and the read API look runs up by trace id alone.
-            models.Index(fields=["trace_id"], name="run_trace_idx"),
             # Conversation view: every run of one conversation in order.
             models.Index(
                 fields=["conversation_id", "started_at"],
@@ -245,10 +259,10 @@ class Span(models.Model):
 
     # Spans are the hot table: every index and foreign-key check costs each ingested row
     # (a database foreign-key check is a trigger and a row lock per span). The unique
-    # constraint below leads with project and span_run_idx with run, so neither needs an
-    # index of its own; ingest sets project, run and agent from rows it has just written or
-    # locked in the same transaction, so the database does not check them again. Deletes
-    # still cascade through Django.
+    # constraint below leads with run, so run needs no index of its own; project has none
+    # (deleting a whole project scans spans, which is rare and fine). Ingest sets project,
+    # run and agent from rows it has just written or locked in the same transaction, so the
+    # database does not check them again. Deletes still cascade through Django.
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
@@ -307,14 +321,12 @@ class Span(models.Model):
     class Meta:
         ordering = ["started_at"]
         constraints = [
-            # Idempotent ingest: INSERT … ON CONFLICT (project_id, trace_id, span_id) DO NOTHING.
-            models.UniqueConstraint(
-                fields=["project", "trace_id", "span_id"], name="span_unique_per_trace"
-            )
+            # Idempotent ingest: a span id is stored once per run (a run is one trace of one
+            # project). The same index serves every read of one run's spans (run page, summary
+            # recompute, rollups, retention): WHERE run_id = … then a sort of a few rows.
+            models.UniqueConstraint(fields=["run", "span_id"], name="span_unique_in_run")
         ]
         indexes = [
-            # Run page and run summary recompute: all spans of one run in start order.
-            models.Index(fields=["run", "started_at"], name="span_run_idx"),
             # Unknown-price list and repricing: spans whose model had no price.
             models.Index(
                 fields=["provider", "model"],
@@ -325,6 +337,23 @@ class Span(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trace_id}/{self.span_id} {self.name}"
+
+
+class RunSearch(models.Model):
+    """The words of one run's content (its spans' input and output), for the runs list's text
+    search on PostgreSQL.
+
+    Written by traces.search.index_pass off the ingest path: a text index on spans costs every
+    ingested span, while one document per run, rebuilt a few seconds after the run changes,
+    costs a background pass and makes a search read one row per run instead of probing spans.
+    """
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    # to_tsvector('simple', …): no stemming, no stop words, the same for every language.
+    document = SearchVectorField()
+
+    def __str__(self) -> str:
+        return f"search document of run {self.run_id}"
 
 
 class ReleaseMarker(models.Model):

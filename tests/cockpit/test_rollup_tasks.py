@@ -78,7 +78,7 @@ def test_two_concurrent_fold_passes_never_double_count(project):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_fold_pass_announces_the_agents_it_folded_after_commit(project, monkeypatch):
-    # Without the margin the watermark passes every run already read (see _safe_horizon).
+    # Without the margin the watermark passes every run already read (see safe_horizon).
     monkeypatch.setattr(rollups, "WATERMARK_MARGIN", timedelta(0))
     heard = []
 

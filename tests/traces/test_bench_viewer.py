@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from traces.management.commands.bench_viewer import BIG_RUN_TRACE
-from traces.models import Run, Span
+from traces.models import Run, RunSearch, Span
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +29,8 @@ def test_seed_runs_writes_runs_whose_summaries_agree_with_their_spans():
         assert spans.filter(status="error").count() == run.error_count
         assert all(s.trace_id == run.trace_id for s in spans)
     assert Span.objects.exclude(input="").exists()
+    # Seeded content is searchable at once: every run has its search document.
+    assert RunSearch.objects.filter(run__in=runs).count() == 40
 
 
 def test_bench_viewer_times_every_case_and_the_big_run_page():

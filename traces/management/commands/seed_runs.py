@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from traces import search
 from traces.models import Agent, Project, Run
 
 AGENT_WORDS = [
@@ -300,7 +301,7 @@ class RunWriter:
             run_id, pid, trace_id, aid, name, version, conversation_id, "", user_id, task_type,
             agent.team, outcome, status, started_at, ended_at, duration_ms, len(spans),
             counts["llm"], counts["tool"], counts["error"], counts["in"], counts["out"],
-            counts["cache"], 0, cost, True, counts["pii"], self.now,
+            counts["cache"], 0, cost, True, counts["pii"], ended_at,
         )  # fmt: skip
         return run, spans
 
@@ -424,6 +425,7 @@ class Command(BaseCommand):
             self.stdout.write("Analysing the tables…")
             cursor.execute("ANALYZE traces_run")
             cursor.execute("ANALYZE traces_span")
+        self._index_content(started)
         elapsed = time.monotonic() - started
         self.stdout.write(
             self.style.SUCCESS(
@@ -431,6 +433,23 @@ class Command(BaseCommand):
                 f"{project} in {elapsed:.1f} s."
             )
         )
+
+    def _index_content(self, started) -> None:
+        """Search documents for the new runs, as the indexer task would write them."""
+        self.stdout.write("Indexing run content for search…")
+        indexed = 0
+        while True:
+            read = search.index_pass()
+            indexed += read
+            if read < search.INDEX_BATCH:
+                break
+            if indexed % (50 * search.INDEX_BATCH) == 0:
+                self.stdout.write(
+                    f"{indexed:>10,} runs indexed  {time.monotonic() - started:7.1f} s"
+                )
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE traces_runsearch")
+        self.stdout.write(f"Content indexed at {time.monotonic() - started:.1f} s.")
 
     def _drop_indexes_if_empty(self) -> list[tuple[str, str]]:
         with connection.cursor() as cursor:
