@@ -31,6 +31,18 @@ app.conf.beat_schedule = {
         "options": {"expires": 600},
     },
     "expire-spans": {"task": "cockpit.tasks.expire_spans", "schedule": 3600.0},
+    # Approvals (approvals.tasks): deadlines live on the requests, so a pass every 2 seconds
+    # escalates within a few seconds of a deadline; the auditor watches the sweeper.
+    "sweep-approvals": {
+        "task": "approvals.tasks.sweep_approvals",
+        "schedule": 2.0,
+        "options": {"expires": 10},
+    },
+    "audit-approvals": {
+        "task": "approvals.tasks.audit_approvals",
+        "schedule": 30.0,
+        "options": {"expires": 60},
+    },
     # Run content search documents (traces.search): until a pass covers a run, searches read
     # its spans directly, so the schedule bounds that extra work rather than what is found.
     "index-run-content": {
@@ -46,4 +58,19 @@ app.autodiscover_tasks(["cockpit"], related_name="alerting")
 app.conf.beat_schedule["evaluate-alerts"] = {
     "task": "cockpit.alerting.evaluate_alerts",
     "schedule": 60.0,
+}
+
+# Degradation detection (cockpit.degradation_tasks): run profiles a few seconds behind ingest,
+# score rollups every minute, release checks every 5 minutes, cohort scans and drift every 15.
+app.autodiscover_tasks(["cockpit"], related_name="degradation_tasks")
+app.conf.beat_schedule |= {
+    "profile-runs": {
+        "task": "cockpit.degradation_tasks.profile_runs",
+        "schedule": 5.0,
+        "options": {"expires": 30},
+    },
+    "roll-up-scores": {"task": "cockpit.degradation_tasks.roll_up_scores", "schedule": 60.0},
+    "check-releases": {"task": "cockpit.degradation_tasks.check_releases", "schedule": 300.0},
+    "scan-cohorts": {"task": "cockpit.degradation_tasks.scan_cohorts", "schedule": 900.0},
+    "evaluate-drift": {"task": "cockpit.degradation_tasks.evaluate_drift", "schedule": 900.0},
 }

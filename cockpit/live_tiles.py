@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import Count
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from approvals.models import ApprovalRequest
 from cockpit import realtime, rollups
 from cockpit.budgets import BudgetStatus, budget_statuses
 from cockpit.rollups import WindowStats
 from cockpit.slo import SloStatus, firing_alerts, slo_statuses
+from incidents.models import Incident
 from traces.models import Agent
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ class Tile:
     daily_budget: BudgetStatus | None = None
     slos: list[SloStatus] = field(default_factory=list)
     alerts: int = 0
+    pending_approvals: int = 0
+    open_incidents: int = 0
 
     @property
     def runs_per_min(self) -> float:
@@ -139,6 +144,14 @@ def build_tiles(agents: list[Agent], now: datetime, alerts: list) -> list[Tile]:
     hour, recent, today = stats["hour"], stats["recent"], stats["today"]
     slos = slo_statuses(agents, now=now)
     budgets = budget_statuses(agents, now=now)
+    pending = dict(
+        ApprovalRequest.objects.pending()
+        .filter(agent_id__in=ids)
+        .values_list("agent_id")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    incidents = Incident.objects.open_counts(ids)
     alert_counts: dict[int, int] = {}
     for alert in alerts:
         if alert.agent_id:
@@ -152,6 +165,8 @@ def build_tiles(agents: list[Agent], now: datetime, alerts: list) -> list[Tile]:
             daily_budget=_tightest_daily(budgets[agent.pk]),
             slos=slos[agent.pk],
             alerts=alert_counts.get(agent.pk, 0),
+            pending_approvals=pending.get(agent.pk, 0),
+            open_incidents=incidents.get(agent.pk, 0),
         )
         for agent in agents
     ]

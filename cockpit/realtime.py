@@ -28,9 +28,9 @@ from django.utils.html import format_html
 logger = logging.getLogger(__name__)
 
 # Topics a browser may subscribe to, and who may: every topic needs a cockpit role (viewer).
-# run.<trace_id>: one run page; agent.<id>; incident.<id>.
+# run.<trace_id>: one run page; agent.<id>; incident.<id>; approval.<id>.
 TOPIC_PATTERN = re.compile(
-    r"^(fleet|runs|approvals|incidents|(run|agent|incident)\.[0-9a-f]{1,32})$"
+    r"^(fleet|runs|approvals|incidents|(run|agent|incident|approval)\.[0-9a-f]{1,32})$"
 )
 
 

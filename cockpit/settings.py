@@ -128,8 +128,9 @@ else:
         }
     }
 
+# No "daphne" app: every server here is uvicorn (make run, the production command, the test
+# live servers), and the daphne app would load Twisted into each web process (~25 MB).
 INSTALLED_APPS = [
-    "daphne",
     "cockpit.apps.CockpitAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -282,6 +283,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "traces.models.Run.Status",
         "SpanStatusEnum": "traces.models.Span.Status",
+        "ApprovalStatusEnum": "approvals.models.ApprovalRequest.Status",
     },
 }
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cockpit import rollups
+from cockpit import rollups, scores
 from cockpit.models import AlertEvent, Slo
 from traces.models import Agent, Project
 
@@ -158,7 +158,7 @@ def bad_fraction(slo: Slo, counts: WindowCounts) -> float | None:
         raise ValueError("cost_per_success is a ratio SLO: use burn_rate()")
     if not counts.runs:
         return None
-    is_success = slo.kind == Slo.Kind.SUCCESS_RATE
+    is_success = slo.kind in (Slo.Kind.SUCCESS_RATE, Slo.Kind.SCORE_MEAN)
     good = counts.succeeded if is_success else counts.within(slo.threshold)
     return max(0.0, (counts.runs - good) / counts.runs)
 
@@ -220,6 +220,7 @@ def slo_statuses(agents, *, now: datetime | None = None) -> dict[int, list[SloSt
     counts = windows_counts(ids, spans, thresholds, now)
     burns = {name: counts[name] for name in BURN_WINDOWS}
     windows = {days: counts[f"{days}d"] for days in days_list}
+    scored = scores.slo_window_counts(slos, spans)  # score SLOs count scores, not runs
     firing = {
         (event.slo_id, event.kind)
         for event in AlertEvent.objects.firing().filter(slo__in=slos).only("slo_id", "kind")
@@ -231,6 +232,10 @@ def slo_statuses(agents, *, now: datetime | None = None) -> dict[int, list[SloSt
             windows[slo.window_days].get(slo.agent_id, empty),
             {name: counts.get(slo.agent_id, empty) for name, counts in burns.items()},
         )
+        if slo.pk in scored:
+            own = scored[slo.pk]
+            burn_counts = {name: own[name] for name in BURN_WINDOWS}
+            status = status_from_counts(slo, own[f"{slo.window_days}d"], burn_counts)
         for rule in BURN_RULES:
             if (slo.pk, rule.kind) in firing:
                 status.alert = rule.kind
@@ -338,9 +343,14 @@ def evaluate_slos(*, now: datetime | None = None) -> dict[str, int]:
         name: window_counts(ids, now - length, now, thresholds)
         for name, length in BURN_WINDOWS.items()
     }
+    scored = scores.slo_window_counts(
+        slos, {name: (now - length, now) for name, length in BURN_WINDOWS.items()}
+    )
     empty = WindowCounts()
     for slo in slos:
         rates = {name: burn_rate(slo, c.get(slo.agent_id, empty)) for name, c in counts.items()}
+        if slo.pk in scored:
+            rates = {name: burn_rate(slo, c) for name, c in scored[slo.pk].items()}
         for rule in BURN_RULES:
             long_rate = rates[_window_name(rule.long)]
             short_rate = rates[_window_name(rule.short)]

@@ -12,6 +12,7 @@ import csv
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.contrib.auth import views as auth_views
 from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -25,7 +26,7 @@ from cockpit import charts, costs, live_tiles, rollups
 from cockpit.budgets import all_budget_statuses, budget_status
 from cockpit.interventions import agent_interventions, can_intervene
 from cockpit.models import AgentControl, Rollup
-from cockpit.roles import VIEWER, role_required
+from cockpit.roles import ADMIN, COMMANDER, OPERATOR, REVIEWER, VIEWER, role_required, user_roles
 from cockpit.slo import recent_alerts, slo_status
 from traces.models import Agent, ReleaseMarker, Run, Span
 
@@ -451,3 +452,15 @@ def cost_csv(request):
     filename = f"cockpit-spend-by-{by}-{period}-{now:%Y%m%d-%H%M}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+class LoginView(auth_views.LoginView):
+    """Log in; a person who only reviews lands on the approval queue, everyone else on the fleet."""
+
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self):
+        roles = user_roles(self.request.user)
+        if REVIEWER in roles and not roles & {OPERATOR, COMMANDER, ADMIN}:
+            return reverse("approval-queue")
+        return super().get_default_redirect_url()

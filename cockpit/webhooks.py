@@ -116,18 +116,26 @@ def notify(event: AlertEvent) -> list[WebhookDelivery]:
     return deliveries
 
 
+def queue_delivery(url: str, secret: str, payload: dict, topic: str) -> WebhookDelivery:
+    """Send payload to a one-off target (signed, retried like alert deliveries) on commit."""
+    body = json.dumps(payload, separators=(",", ":"), default=str)
+    delivery = WebhookDelivery.objects.create(url=url, secret=secret, body=body, topic=topic)
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    return delivery
+
+
 def attempt(delivery: WebhookDelivery, *, now=None) -> bool:
     """One delivery attempt, recorded on the row. True when the receiver answered 2xx."""
     body = delivery.body.encode()
     timestamp = str(int(time.time()))
     headers = {
         TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: sign(delivery.webhook.secret, timestamp, body),
+        SIGNATURE_HEADER: sign(delivery.signing_secret, timestamp, body),
         "User-Agent": "agent-cockpit-webhooks/1",
     }
     delivery.attempts += 1
     try:
-        status = post_json(delivery.webhook.url, body, headers, TIMEOUT_SECONDS)
+        status = post_json(delivery.target_url, body, headers, TIMEOUT_SECONDS)
     except (OSError, ValueError) as error:
         delivery.last_status_code, delivery.last_error = None, str(error)[:500]
         ok = False
@@ -157,7 +165,7 @@ def deliver_webhook(self, delivery_id: int) -> str:
     if attempt(delivery):
         return "delivered"
     if delivery.status == WebhookDelivery.Status.FAILED:
-        logger.warning("Webhook %s: giving up on delivery %s", delivery.webhook, delivery.pk)
+        logger.warning("Webhook %s: giving up on delivery %s", delivery, delivery.pk)
         return "failed"
     raise self.retry(
         countdown=retry_delay(delivery.attempts), exc=DeliveryFailed(delivery.last_error)

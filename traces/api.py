@@ -238,10 +238,14 @@ class ApiSchema(SpectacularAPIView):
         "ENUM_NAME_OVERRIDES": {
             "RunStatusEnum": "traces.models.Run.Status",
             "SpanStatusEnum": "traces.models.Span.Status",
+            "ApprovalStatusEnum": "approvals.models.ApprovalRequest.Status",
+            "ScoreKindEnum": "cockpit.models.Score.Kind",
+            "ScoreSourceEnum": "cockpit.models.Score.Source",
         },
         "POSTPROCESSING_HOOKS": [
             "drf_spectacular.hooks.postprocess_schema_enums",
             "traces.api.document_otlp_receiver",
+            "approvals.api.document_long_poll",
         ],
     }
 

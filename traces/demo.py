@@ -14,7 +14,9 @@ GET /api/v1/agents/<name>/control and sends nothing while paused or stopped. A r
 announced at POST /api/v1/releases when it rolls out. With the demo SLOs and budgets
 (cockpit.slo.ensure_demo_objectives) the fleet shows: sql-analyst breaching its latency SLO,
 sales-assistant reaching its daily budget and being paused, research-assistant degrading after
-its 2.4.0 release.
+its 2.4.0 release. For degradation detection (cockpit.cohorts, cockpit.clusters, cockpit.drift)
+it also carries support-triage 1.9.0 failing German requests only, refund-agent's order lookup
+failing again and again with different ids, and code-reviewer slowly taking more steps per run.
 
 The fleet is a table of AgentProfile rows and one step generator (RunBuilder): to add an agent,
 add a profile; to add a behaviour (approval requests, guardrails, …), add a step to
@@ -89,6 +91,9 @@ class Release:
     after_runs: int
     slowdown: float = 1.0  # latency factor of the new version
     extra_steps: int = 0
+    # (run attribute, value, chance): runs of that one cohort fail quietly (no error, a wrong
+    # answer) this often in the new version; the rest behave as before.
+    cohort_failure: tuple[str, str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,15 @@ class AgentProfile:
     # What --once forces into this agent's one run, so a single pass shows every feature.
     showcase: frozenset[str] = frozenset()
     release: Release | None = None
+    # Run attributes and their values with weights, set on each run's root span (cohorts).
+    cohorts: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    # (tool, error type, message, chance per call): a failure that keeps coming back, its
+    # message carrying different numbers and ids each time ({n}, {shard}, {request}).
+    tool_failure: tuple[str, str, str, float] | None = None
+    # Extra steps per run for every 1,000 runs the fleet has sent: a slow drift.
+    step_drift: float = 0.0
+    # The agent's answers carry a cockpit.score.helpfulness span attribute.
+    scores: bool = False
 
 
 PROFILES: tuple[AgentProfile, ...] = (
@@ -142,6 +156,25 @@ PROFILES: tuple[AgentProfile, ...] = (
         conversations=True,
         pii_chance=0.5,
         showcase=frozenset({"pii"}),
+        # Its 1.9.0 release (about half an hour in at 1 run/s) breaks German requests only:
+        # one run in ten, so the agent as a whole barely moves.
+        release=Release(
+            version="1.9.0", after_runs=2000, cohort_failure=("app.locale", "de-DE", 0.35)
+        ),
+        cohorts=(
+            (
+                "app.locale",
+                (
+                    ("en-US", 0.43),
+                    ("en-GB", 0.15),
+                    ("fr-FR", 0.15),
+                    ("es-ES", 0.17),
+                    ("de-DE", 0.10),
+                ),
+            ),
+            ("user.tier", (("free", 0.6), ("pro", 0.3), ("enterprise", 0.1))),
+        ),
+        scores=True,
     ),
     AgentProfile(
         name="refund-agent",
@@ -163,6 +196,12 @@ PROFILES: tuple[AgentProfile, ...] = (
         pii_chance=0.6,
         escalation_chance=0.15,
         showcase=frozenset({"pii", "escalation"}),
+        tool_failure=(
+            "lookup_order",
+            "OrderServiceError",
+            "order A-{n} not found in shard {shard} (request {request})",
+            0.08,
+        ),
     ),
     AgentProfile(
         name="research-assistant",
@@ -265,6 +304,8 @@ PROFILES: tuple[AgentProfile, ...] = (
         weight=1.0,
         gzip=True,
         showcase=frozenset({"openinference"}),
+        # It takes a little longer every hour: about 4 more steps per run an hour in.
+        step_drift=1.2,
     ),
 )
 
@@ -719,6 +760,7 @@ class DemoFleet:
         profiles: tuple[AgentProfile, ...] = PROFILES,
         export_timeout: float = 5.0,
         controls: AgentControls | None = None,
+        ask_approvals: bool = True,
     ):
         self.endpoint = url.rstrip("/") + "/v1/traces"
         # Obeying the kill switch: pass a stub in tests; None builds the real client.
@@ -735,6 +777,11 @@ class DemoFleet:
         self.conversations: dict[str, list[Conversation]] = {}
         self._providers: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
+        self._ids = _SeededIds(self.rng)
+        # Approval requests waiting on a reviewer, per agent (approvals.demo).
+        self.approvals_waiting: dict[str, int] = {}
+        # The refund and outbound-email agents ask before risky actions (approvals.demo).
+        self.asks_for_approval = ask_approvals
 
     # -- OpenTelemetry plumbing --
     def _tracer(self, profile: AgentProfile, version: str):
@@ -753,7 +800,7 @@ class DemoFleet:
                 )
                 provider = TracerProvider(
                     resource=resource,
-                    id_generator=_SeededIds(self.rng),
+                    id_generator=self._ids,
                     shutdown_on_exit=False,
                 )
                 exporter = OTLPSpanExporter(
@@ -841,6 +888,23 @@ class DemoFleet:
         return self.send_run(profile)
 
     def send_run(self, profile: AgentProfile, *, showcase: bool = False) -> SentRun:
+        version, root = self.simulate(profile, showcase=showcase)
+        trace_id = self._emit(profile, version, root)
+        self.runs_sent += 1
+        if self.asks_for_approval and not showcase:
+            from approvals import demo as approvals_demo  # the approvals app builds on this one
+
+            approvals_demo.maybe_ask(self, profile, version)
+        return SentRun(
+            agent=profile.name,
+            version=version,
+            trace_id=trace_id,
+            outcome=root.attributes.get("cockpit.run.outcome", ""),
+            spans=1 + len(root.children),
+        )
+
+    def simulate(self, profile: AgentProfile, *, showcase: bool = False) -> tuple[str, SimSpan]:
+        """One run of the agent as the fleet would send it next: (version, root span)."""
         version, slowdown, extra_steps = self.version_of(profile)
         if version != profile.version and (profile.name, version) not in self.announced:
             # Deployed: tell the cockpit, as a deploy pipeline would, before the first run.
@@ -855,16 +919,22 @@ class DemoFleet:
             slowdown=slowdown,
             forced=profile.showcase if showcase else frozenset(),
         )
-        root = simulate_run(builder, self._conversation(profile), extra_steps=extra_steps)
-        trace_id = self._emit(profile, version, root)
-        self.runs_sent += 1
-        return SentRun(
-            agent=profile.name,
-            version=version,
-            trace_id=trace_id,
-            outcome=root.attributes.get("cockpit.run.outcome", ""),
-            spans=1 + len(root.children),
+        traits = {
+            key: self.rng.choices([v for v, _ in values], [w for _, w in values])[0]
+            for key, values in profile.cohorts
+        }
+        failing = profile.release.cohort_failure if profile.release else None
+        quiet_failure = 0.0
+        if failing and version == profile.release.version and traits.get(failing[0]) == failing[1]:
+            quiet_failure = failing[2]
+        root = simulate_run(
+            builder,
+            self._conversation(profile),
+            extra_steps=extra_steps + int(self.runs_sent * profile.step_drift / 1000),
+            traits=traits,
+            quiet_failure=quiet_failure,
         )
+        return version, root
 
     def _conversation(self, profile: AgentProfile) -> Conversation:
         open_ones = self.conversations.setdefault(profile.name, [])
@@ -883,6 +953,17 @@ class DemoFleet:
         if conversation.turns_left <= 0 and conversation in open_ones:
             open_ones.remove(conversation)
         return conversation
+
+    def emit_with_trace_id(self, profile, version: str, root: SimSpan, trace_id: int) -> str:
+        """Emit a run under a trace id chosen in advance (one an approval request named)."""
+        self._ids.preset.trace_id = trace_id
+        try:
+            sent = self._emit(profile, version, root)
+        finally:
+            self._ids.preset.trace_id = None
+        with self._lock:
+            self.runs_sent += 1
+        return sent
 
     def _emit(self, profile: AgentProfile, version: str, root: SimSpan) -> str:
 
@@ -944,11 +1025,17 @@ class _SeededIds(IdGenerator):
 
     def __init__(self, rng: random.Random):
         self.rng = rng
+        # A trace id set in advance for the next root span started on this thread.
+        self.preset = threading.local()
 
     def generate_span_id(self) -> int:
         return self.rng.getrandbits(64) or 1
 
     def generate_trace_id(self) -> int:
+        preset = getattr(self.preset, "trace_id", None)
+        if preset:
+            self.preset.trace_id = None
+            return preset
         return self.rng.getrandbits(128) or 1
 
 
@@ -970,9 +1057,17 @@ def _fake_secret(rng: random.Random) -> str:
 
 
 def simulate_run(
-    builder: RunBuilder, conversation: Conversation, *, extra_steps: int = 0
+    builder: RunBuilder,
+    conversation: Conversation,
+    *,
+    extra_steps: int = 0,
+    traits: dict | None = None,
+    quiet_failure: float = 0.0,
 ) -> SimSpan:
-    """Generate one run of builder.profile: the root span with its steps as children."""
+    """Generate one run of builder.profile: the root span with its steps as children.
+
+    traits are set on the root span (cohort attributes); quiet_failure is the chance that the
+    run fails without any error — a wrong answer, the failure that raises nothing."""
     profile, rng = builder.profile, builder.rng
     model = rng.choice(profile.models)
     wants_pii = builder.chance("pii", profile.pii_chance)
@@ -1000,6 +1095,16 @@ def simulate_run(
             outcome = "abandoned"
             failure = ("LoopDetected", f"{tool} called with the same arguments repeatedly")
             break
+        recurring = profile.tool_failure
+        if recurring and tool == recurring[0] and rng.random() < recurring[3]:
+            message = recurring[2].format(
+                n=rng.randint(10000, 99999),
+                shard=rng.randint(1, 32),
+                request=f"{rng.getrandbits(32):08x}",
+            )
+            builder.tool_call(tool, arguments, None, error=(recurring[1], message))
+            outcome, failure = "failure", (recurring[1], message)
+            break
         if builder.chance("tool_timeout", profile.tool_error_chance):
             builder.forced = builder.forced - {"tool_timeout"}
             builder.tool_call(
@@ -1022,6 +1127,8 @@ def simulate_run(
             {"ticket": f"ESC-{rng.randint(100, 999)}"},
         )
         outcome = "escalated"
+    if failure is None and outcome == "success" and quiet_failure and rng.random() < quiet_failure:
+        outcome = "failure"
     answer = {
         "success": "Done. Here is what I found and did.",
         "escalated": "I've passed this to a colleague who will follow up shortly.",
@@ -1040,6 +1147,12 @@ def simulate_run(
     if failure:
         root.error_type, root.error_message = failure
         root.attributes["error.type"] = failure[0]
+    root.attributes.update(traits or {})
+    if profile.scores:
+        helpful = outcome in ("success", "escalated")
+        root.attributes["cockpit.score.helpfulness"] = round(
+            rng.uniform(0.7, 1.0) if helpful else rng.uniform(0.05, 0.4), 2
+        )
     return root
 
 

@@ -51,6 +51,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from cockpit import realtime
+from cockpit.scores import store_span_scores
 from traces.models import Agent, Project, ReleaseMarker, Run, Span, UnpricedModel
 from traces.normalise import NormalisedBatch, SpanRecord
 
@@ -87,6 +88,8 @@ def ingest_batch(project: Project, batch: NormalisedBatch) -> IngestResult:
             stored, runs, grown = _store_portable(project, spans, now)
         if stored:
             _announce(spans, grown)
+        if any(span.scores for span in spans):
+            store_span_scores(project, spans)
     return IngestResult(received=len(spans), stored=stored, runs=runs)
 
 
@@ -119,33 +122,44 @@ def _clip(value: str, field) -> str:
 HINT_LENGTHS = {hint: Run._meta.get_field(hint).max_length for hint in RUN_HINTS}
 
 
-def _run_hint(span: SpanRecord, hint: str) -> str:
-    if hint == "version":
-        value = span.agent_version
-    elif hint == "outcome":
-        value = (span.outcome or "").strip().lower()
-        return value if value in OUTCOMES else ""
-    else:
-        value = getattr(span, hint)
-    return value[: HINT_LENGTHS[hint]] if value else ""
+# The SpanRecord attribute each run hint is read from, in RUN_HINTS order.
+_HINT_SOURCES = operator.attrgetter(
+    "agent_version", "conversation_id", "session_id", "user_id", "task_type", "team", "outcome"
+)
+_HINT_LIMITS = tuple(HINT_LENGTHS[hint] for hint in RUN_HINTS)
+_OUTCOME_POSITION = RUN_HINTS.index("outcome")
+
+
+def _hint_values(span: SpanRecord) -> tuple[str, ...]:
+    """The span's value of every run hint (clipped; "" when absent), in RUN_HINTS order."""
+    values = [
+        value[:limit] if value else ""
+        for value, limit in zip(_HINT_SOURCES(span), _HINT_LIMITS, strict=True)
+    ]
+    outcome = values[_OUTCOME_POSITION].strip().lower()
+    values[_OUTCOME_POSITION] = outcome if outcome in OUTCOMES else ""
+    return tuple(values)
 
 
 def run_hints(spans: list[SpanRecord]) -> dict[str, dict[str, tuple[str, str]]]:
     """{trace_id: {hint: (root's value, earliest span's value)}} for the batch's runs."""
-    by_trace: dict[str, dict[str, tuple[str, str]]] = {}
+    roots: dict[str, list[str]] = {}
+    firsts: dict[str, list[str]] = {}
     for span in sorted(spans, key=lambda s: (s.started_at, s.span_id)):
-        hints = by_trace.setdefault(span.trace_id, dict.fromkeys(RUN_HINTS, ("", "")))
+        values = _hint_values(span)
+        first = firsts.setdefault(span.trace_id, [""] * len(RUN_HINTS))
+        root = roots.setdefault(span.trace_id, [""] * len(RUN_HINTS))
         is_root = span.parent_span_id == ""
-        for hint in RUN_HINTS:
-            value = _run_hint(span, hint)
-            if not value:
-                continue
-            root_value, first_value = hints[hint]
-            hints[hint] = (
-                value if is_root and not root_value else root_value,
-                first_value or value,
-            )
-    return by_trace
+        for position, value in enumerate(values):
+            if value:
+                if not first[position]:
+                    first[position] = value
+                if is_root and not root[position]:
+                    root[position] = value
+    return {
+        trace_id: dict(zip(RUN_HINTS, zip(roots[trace_id], first, strict=True), strict=True))
+        for trace_id, first in firsts.items()
+    }
 
 
 @dataclass(slots=True)
@@ -157,21 +171,28 @@ class AgentSighting:
     version_since: datetime | None = None  # earliest start of a span with that version
 
 
+_AGENT_LIMITS = {
+    name: Agent._meta.get_field(name).max_length
+    for name in ("name", "current_version", "environment", "team")
+}
+
+
 def agent_sightings(spans: list[SpanRecord]) -> dict[str, AgentSighting]:
     """Per agent name, the newest version, environment and team the batch reports."""
     sightings: dict[str, AgentSighting] = {}
+    limits = _AGENT_LIMITS
     for span in sorted(spans, key=lambda s: s.started_at):
-        name = _clip(span.agent_name, Agent._meta.get_field("name"))
+        name = span.agent_name[: limits["name"]]
         if not name:
             continue
-        seen = sightings.setdefault(name, AgentSighting(name=name))
-        version = _clip(span.agent_version, Agent._meta.get_field("current_version"))
+        seen = sightings.get(name)
+        if seen is None:
+            seen = sightings[name] = AgentSighting(name=name)
+        version = span.agent_version[: limits["current_version"]]
         if version and version != seen.version:
             seen.version, seen.version_since = version, span.started_at
-        seen.environment = _clip(span.environment, Agent._meta.get_field("environment")) or (
-            seen.environment
-        )
-        seen.team = _clip(span.team, Agent._meta.get_field("team")) or seen.team
+        seen.environment = span.environment[: limits["environment"]] or seen.environment
+        seen.team = span.team[: limits["team"]] or seen.team
     return sightings
 
 

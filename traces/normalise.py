@@ -78,6 +78,7 @@ class SpanRecord:
     task_type: str = ""  # cockpit.task.type
     outcome: str = ""  # cockpit.run.outcome
     confidence: float | None = None  # cockpit.confidence
+    scores: dict | None = None  # {name: value} of cockpit.score.<name> attributes, if any
 
 
 @dataclass(slots=True)
@@ -209,7 +210,9 @@ _CONTENT_KEYS = frozenset(
 )
 _OI_INPUT_PREFIX = "llm.input_messages."
 _OI_OUTPUT_PREFIX = "llm.output_messages."
-_KEY_PLAIN, _KEY_CONTENT, _KEY_OI_INPUT, _KEY_OI_OUTPUT = range(4)
+# Scores an agent puts on a span: cockpit.score.<name> = number, bool or string.
+SCORE_PREFIX = "cockpit.score."
+_KEY_PLAIN, _KEY_CONTENT, _KEY_OI_INPUT, _KEY_OI_OUTPUT, _KEY_SCORE = range(5)
 _KEY_CLASSES: dict[str, int] = {}
 
 # Old per-message span events and the role each stands for.
@@ -230,6 +233,9 @@ def _classify_key(key: str) -> int:
         found = _KEY_OI_INPUT
     elif key.startswith(_OI_OUTPUT_PREFIX):
         found = _KEY_OI_OUTPUT
+    elif key.startswith(SCORE_PREFIX):
+        # Set apart like OpenInference messages, so spans without scores pay nothing.
+        found = _KEY_SCORE
     else:
         found = _KEY_PLAIN
     if len(_KEY_CLASSES) < 50_000:
@@ -700,6 +706,7 @@ def _span_hints(attributes: dict, resource_hints: dict) -> dict:
 
 def _normalise_span(span, resource: dict, resource_hints: dict, pricer, content_max: int):
     attributes, content, indexed = _attributes(span.attributes, content_max + 1024)
+    scores = _scores(indexed, attributes) if indexed else None
     scan = _Scan()
     started_at = _datetime(span.start_time_unix_nano)
     ended_at = _datetime(span.end_time_unix_nano)
@@ -850,10 +857,23 @@ def _normalise_span(span, resource: dict, resource_hints: dict, pricer, content_
         output_truncated=output_truncated,
         pii=scan.pii,
         secrets_redacted=scan.secrets,
+        scores=scores,
     )
     for field_name, value in _span_hints(attributes, resource_hints).items():
         setattr(record, field_name, value)
     return record
+
+
+def _scores(indexed: dict, attributes: dict) -> dict | None:
+    """{name: value} of the cockpit.score.<name> keys in `indexed`, which move back to the
+    span's attributes (they are shown there too); None when there are none."""
+    scores = None
+    for key in [key for key in indexed if key.startswith(SCORE_PREFIX)]:
+        value = attributes[key] = indexed.pop(key)
+        if scores is None:
+            scores = {}
+        scores[key[len(SCORE_PREFIX) :]] = value
+    return scores
 
 
 def _content(

@@ -37,6 +37,8 @@ FALLBACK_CONTENT_CHARS = 250_000
 SEARCH_INDEX_FIRST_BELOW = 20_000
 # The index-first path reads at most this many matching runs: a guard against a bad estimate.
 SEARCH_INDEX_CAP = 200_000
+# Runs not yet indexed that a search reads span by span, newest first.
+FRESH_RUNS_CAP = 20_000
 
 DOCUMENTS_SQL = """
     INSERT INTO traces_runsearch (run_id, document)
@@ -170,20 +172,36 @@ def runs_mentioning(words: str) -> Q:
     index (a LIMITed subquery, which PostgreSQL does not flatten into a join); for common
     words, walk the runs in list order and probe each one's document, which finds a page of
     matches after a few runs. Runs changed since the indexer's watermark are matched on their
-    spans as well.
+    spans first, in a query of their own (see fresh_runs_mentioning).
     """
     if connection.vendor != "postgresql":
         spans = Span.objects.filter(Q(input__icontains=words) | Q(output__icontains=words))
         return Q(Exists(spans.filter(run=OuterRef("pk"))))
-    spans = Span.objects.filter(SpanContentMatches(words))
-    position = index_position()
+    fresh = fresh_runs_mentioning(words)
     documents = documents_mentioning(words)
     if estimated_rows(documents.values("pk")) < SEARCH_INDEX_FIRST_BELOW:
         indexed = documents.order_by().values("run_id")[:SEARCH_INDEX_CAP]
-        fresh = Run.objects.filter(
-            Exists(spans.filter(run=OuterRef("pk"))), updated_at__gte=position
-        )
-        return Q(pk__in=indexed.union(fresh.order_by().values("pk"), all=True))
-    return Q(Exists(documents.filter(run=OuterRef("pk")))) | Q(
-        Exists(spans.filter(run=OuterRef("pk"))), updated_at__gte=position
+        if fresh:
+            indexed = indexed.union(Run.objects.filter(pk__in=fresh).values("pk"), all=True)
+        return Q(pk__in=indexed)
+    matches = Q(Exists(documents.filter(run=OuterRef("pk"))))
+    return matches | Q(pk__in=fresh) if fresh else matches
+
+
+def fresh_runs_mentioning(words: str) -> list[int]:
+    """Ids of the runs changed since the indexer's watermark whose spans hold the words.
+
+    Read on their own, newest first and at most FRESH_RUNS_CAP of them: inside the list query
+    PostgreSQL would rather tokenise every span once to build a hash than probe a few runs.
+    Normally these are the last few seconds of runs; when the indexer has fallen far behind,
+    the search covers the newest FRESH_RUNS_CAP of them.
+    """
+    spans = Span.objects.filter(SpanContentMatches(words), run=OuterRef("pk"))
+    recent = (
+        Run.objects.filter(updated_at__gte=index_position())
+        .order_by("-updated_at")
+        .values("pk")[:FRESH_RUNS_CAP]
+    )
+    return list(
+        Run.objects.filter(pk__in=recent).filter(Exists(spans)).values_list("pk", flat=True)
     )

@@ -34,6 +34,7 @@ class Slo(models.Model):
         LATENCY_P95 = "latency_p95", "p95 latency"
         LATENCY_P99 = "latency_p99", "p99 latency"
         COST_PER_SUCCESS = "cost_per_success", "cost per successful run"
+        SCORE_MEAN = "score_mean", "mean score"  # of score_name, at least target (0..1 scores)
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="slos")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -41,6 +42,7 @@ class Slo(models.Model):
     threshold = models.FloatField(null=True, blank=True)
     target = models.FloatField(default=0.99)
     window_days = models.PositiveSmallIntegerField(default=28)
+    score_name = models.CharField(max_length=100, blank=True)  # score_mean: which score
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -60,6 +62,8 @@ class Slo(models.Model):
             return f"success rate ≥ {self.target:.2%} over {self.window_days} d"
         if self.kind == self.Kind.COST_PER_SUCCESS:
             return f"cost per successful run ≤ ${self.threshold:g} over {self.window_days} d"
+        if self.kind == self.Kind.SCORE_MEAN:
+            return f"mean {self.score_name} ≥ {self.target:g} over {self.window_days} d"
         percentile = "p95" if self.kind == self.Kind.LATENCY_P95 else "p99"
         return (
             f"{percentile} latency ≤ {self.threshold:g} ms "
@@ -67,7 +71,9 @@ class Slo(models.Model):
         )
 
     def clean(self) -> None:
-        if self.kind != self.Kind.SUCCESS_RATE and not self.threshold:
+        if self.kind == self.Kind.SCORE_MEAN and not self.score_name:
+            raise ValidationError({"score_name": "Name the score this SLO reads."})
+        if self.kind not in (self.Kind.SUCCESS_RATE, self.Kind.SCORE_MEAN) and not self.threshold:
             raise ValidationError({"threshold": "This kind of SLO needs a threshold above 0."})
 
     @property
@@ -89,6 +95,10 @@ class AlertEvent(models.Model):
         SLO_SLOW_BURN = "slo_slow_burn", "SLO slow burn"
         BUDGET_WARN = "budget_warn", "budget warning"
         BUDGET_BREACH = "budget_breach", "budget breached"
+        APPROVALS = "approvals", "approval queue"
+        RELEASE_REGRESSION = "release_regression", "regression after release"
+        COHORT_DEGRADATION = "cohort_degradation", "cohort degradation"
+        BEHAVIOUR_DRIFT = "behaviour_drift", "behaviour drift"
 
     class Severity(models.TextChoices):
         PAGE = "page"
@@ -243,7 +253,15 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed"  # gave up after the last retry
 
-    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    # A configured webhook, or (webhook empty) a one-off target such as an approval request's
+    # callback or an escalation level's Slack hook, with its own url and secret.
+    webhook = models.ForeignKey(
+        Webhook, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    url = models.URLField(max_length=500, blank=True)
+    secret = models.CharField(max_length=200, blank=True)
+    # What the delivery is about when it is not an alert, e.g. "approval:12:decided".
+    topic = models.CharField(max_length=100, blank=True)
     alert_event = models.ForeignKey(
         AlertEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
     )
@@ -260,7 +278,15 @@ class WebhookDelivery(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.webhook} #{self.pk} {self.status}"
+        return f"{self.webhook or self.topic} #{self.pk} {self.status}"
+
+    @property
+    def target_url(self) -> str:
+        return self.webhook.url if self.webhook_id else self.url
+
+    @property
+    def signing_secret(self) -> str:
+        return self.webhook.secret if self.webhook_id else self.secret
 
 
 class AgentControl(models.Model):

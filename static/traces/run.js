@@ -194,9 +194,15 @@
     document.querySelector(".zoom").hidden = story;
   }
 
-  // A live refresh replaces the tree: keep the zoom, the selection and the highlight.
-  document.addEventListener("htmx:afterSettle", function () {
+  // A live refresh replaces the tree: keep the zoom, the selection and the highlight, and
+  // re-fetch the story if it has been opened, so it tells the run as it is now.
+  document.addEventListener("htmx:afterSettle", function (event) {
     if (!page()) return;
+    var path = event.detail.pathInfo && event.detail.pathInfo.requestPath;
+    var storyTab = document.getElementById("tab-story");
+    if (path && path.indexOf("/live/") !== -1 && storyTab && document.querySelector("#story-panel .story")) {
+      htmx.ajax("GET", storyTab.getAttribute("hx-get"), { target: "#story-panel" });
+    }
     applyZoom();
     if (selected) markSelected(selected);
     var critical = document.querySelector("[data-toggle-critical]");

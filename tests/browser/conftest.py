@@ -6,6 +6,7 @@ async, so the check is switched off for browser tests.
 """
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -68,12 +69,13 @@ def page(browser, request):
 
 
 def log_in(page, base_url: str, user):
-    """Log in through the real login form; returns on the fleet page."""
+    """Log in through the real login form; returns on the landing page (the fleet, or the
+    approval queue for a person who only reviews)."""
     page.goto(f"{base_url}/login/")
     page.get_by_label("Username").fill(user.get_username())
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base_url}/")
+    page.wait_for_url(re.compile(rf"^{re.escape(base_url)}/(approvals/)?$"))
     return page
 
 

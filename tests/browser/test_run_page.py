@@ -364,6 +364,8 @@ def test_a_live_run_gains_a_span(asgi_logged_in_page, asgi_live_server, project)
     page.goto(f"{asgi_live_server.url}/traces/{trace_id}/")
     page.wait_for_function("document.body.dataset.live === 'on'")
     expect(page.locator(".span-row")).to_have_count(1)
+    page.get_by_role("tab", name="Story").click()
+    expect(page.locator("#story-panel .story-step")).to_have_count(1)
 
     def arrive():
         # As ingest will: store the span, then announce the run after commit.
@@ -392,6 +394,9 @@ def test_a_live_run_gains_a_span(asgi_logged_in_page, asgi_live_server, project)
     thread.start()
     thread.join()
 
-    expect(page.locator(".span-row", has_text="execute_tool lookup_order")).to_be_visible()
     expect(page.locator("#run-span-count")).to_have_text("2")
+    # The open story tells the new step too; the tree has it behind the Spans tab.
+    expect(page.locator("#story-panel")).to_contain_text("lookup_order")
+    page.get_by_role("tab", name="Spans").click()
+    expect(page.locator(".span-row", has_text="execute_tool lookup_order")).to_be_visible()
     assert page.errors == []

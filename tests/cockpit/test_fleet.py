@@ -17,8 +17,8 @@ NOW = datetime(2026, 5, 14, 12, 0, 30, tzinfo=UTC)
 # Session and user, the user's groups, agents, the firing alerts, one rollup read for three
 # windows (last hour, last 5 minutes, today); SLO statuses (SLOs, one rollup read for the SLO
 # window and the four burn windows, their firing alerts); budget statuses (budgets, agents'
-# teams, one rollup read for day and month spend).
-FLEET_QUERIES = 12
+# teams, one rollup read for day and month spend); pending approvals and open incidents per agent.
+FLEET_QUERIES = 14
 
 
 @pytest.fixture(autouse=True)
@@ -184,6 +184,25 @@ def test_the_query_count_does_not_grow_with_the_fleet(
         Slo.objects.create(agent=agent, kind=Slo.Kind.SUCCESS_RATE, target=0.99)
     with django_assert_num_queries(FLEET_QUERIES):
         client.get(reverse("fleet"))
+
+
+def test_each_tile_counts_the_agents_pending_approvals_and_open_incidents(
+    client_as, project, busy_agent, people
+):
+    from approvals.engine import do_cancel
+    from incidents.actions import do_open_incident
+    from tests.approvals.builders import ask
+
+    asked = [ask(project, agent=busy_agent.name) for _ in range(3)]
+    do_cancel(asked[0])
+    do_open_incident(project=project, title="Refunds doubled", severity=2,
+                     user=people["commander"], agents=[busy_agent])  # fmt: skip
+
+    html = client_as("viewer").get(reverse("fleet")).content.decode()
+
+    tile = html[html.index(f'id="agent-tile-{busy_agent.pk}"') :]
+    assert 'Approvals <strong class="warn">2</strong>' in tile
+    assert 'Incidents <strong class="error">1</strong>' in tile
 
 
 def test_agent_supplied_names_are_escaped(client_as, project):

@@ -48,3 +48,17 @@ def test_other_roles_are_kept_out_of_django_admin(client_as, name):
     response = client_as(name).get("/admin/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    ("person", "landing"),
+    [("reviewer", "/approvals/"), ("operator", "/"), ("commander", "/"), ("viewer", "/")],
+)
+def test_a_person_who_only_reviews_lands_on_the_approval_queue(client, people, person, landing):
+    from tests.conftest import PASSWORD
+
+    response = client.post(reverse("login"), {"username": person, "password": PASSWORD})
+
+    assert response.status_code == 302 and response["Location"] == landing
+    # Already logged in: the login page sends them to the same place.
+    assert client.get(reverse("login"))["Location"] == landing

@@ -24,6 +24,17 @@ def test_the_schema_is_valid_openapi_generated_without_warnings(schema):
     assert not GENERATOR_STATS, "drf-spectacular warned while generating the schema"
 
 
+def test_the_schema_documents_the_approval_api_with_its_long_poll(schema):
+    assert {"/api/v1/approvals", "/api/v1/approvals/{id}", "/api/v1/approvals/{id}/cancel"} <= set(
+        schema["paths"]
+    )
+    poll = schema["paths"]["/api/v1/approvals/{id}"]["get"]
+    assert {p["name"] for p in poll["parameters"]} == {"id", "wait"}
+    assert poll["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] in {
+        f"#/components/schemas/{name}" for name in schema["components"]["schemas"]
+    }
+
+
 def test_the_schema_documents_the_read_api_and_the_otlp_receiver(schema):
     assert {"/api/v1/runs", "/api/v1/runs/{trace_id}", "/v1/traces"} <= set(schema["paths"])
     assert "/v1/traces" in schema["info"]["description"]

@@ -126,12 +126,29 @@ def test_a_run_changed_after_its_document_is_found_by_its_new_words(client_as, p
 
 
 def test_the_planner_estimate_decides_the_plan(project, monkeypatch):
+    fresh = with_content(project, input="rare common")
+
     monkeypatch.setattr(run_search, "estimated_rows", lambda queryset: 10)
     rare = str(Run.objects.filter(run_search.runs_mentioning("rare")).query).replace('"', "")
-    assert "IN ((SELECT" in rare and "UNION ALL" in rare
+    assert "IN ((SELECT" in rare and "UNION ALL" in rare and "EXISTS" not in rare
     monkeypatch.setattr(run_search, "estimated_rows", lambda queryset: 10**9)
     common = str(Run.objects.filter(run_search.runs_mentioning("common")).query)
-    assert "EXISTS" in common and "IN (" not in common
+    assert "EXISTS" in common and f"IN ({fresh.pk})" in common
+
+
+def test_runs_not_yet_indexed_are_read_on_their_own_and_only_the_newest(project, monkeypatch):
+    runs = [with_content(project, input="parcel") for _ in range(3)]
+    with_content(project, input="nothing here")
+    index_everything()
+    changed = runs[:2]
+    Run.objects.filter(pk__in=[r.pk for r in changed]).update(
+        updated_at=timezone.now() + timedelta(minutes=2)
+    )
+    monkeypatch.setattr(run_search, "FRESH_RUNS_CAP", 1)
+
+    assert run_search.fresh_runs_mentioning("parcel") in ([changed[0].pk], [changed[1].pk])
+    monkeypatch.setattr(run_search, "FRESH_RUNS_CAP", 10)
+    assert sorted(run_search.fresh_runs_mentioning("parcel")) == sorted(r.pk for r in changed)
 
 
 def test_without_postgresql_it_searches_substrings(project, monkeypatch):

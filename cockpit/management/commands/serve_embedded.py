@@ -27,6 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cockpit import roles
 from cockpit.embedded import start_embedded_celery
+from incidents.demo import seed_demo_incidents
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ class Command(BaseCommand):
         self.stdout.write("\n" + banner(lines) + "\n")
         self.stdout.flush()
         if key:
+            seed_demo_incidents(base_url, key)
             run_demo_fleet(base_url, key, rate=rate, seed=seed, stop=self.stop)
 
 
