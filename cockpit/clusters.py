@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -53,9 +52,8 @@ def normalise_message(message: str) -> str:
 
 def signature(error_type: str, span_name: str, message: str) -> str:
     """error type · failing span · normalised message."""
-    return " · ".join(
-        [error_type or "Error", _NUMBER.sub("<n>", span_name or "?"), normalise_message(message)]
-    )
+    # Span names stay as they are: they are the code's own names ("chat claude-3-5-haiku").
+    return " · ".join([error_type or "Error", span_name or "?", normalise_message(message)])
 
 
 def short_hash(text: str) -> str:
@@ -235,22 +233,19 @@ def _fill_details(clusters, profiles, since, until, names, low) -> None:
             if release
             else None
         )
-        if release is not None and latest is not None and release.pk == latest.pk:
+        # An agent's first version is no release to be new since: it had no past without it.
+        had_past = (
+            release is not None
+            and ReleaseMarker.objects.filter(agent_id=release.agent_id, at__lt=release.at).exists()
+        )
+        if had_past and latest is not None and release.pk == latest.pk:
             cluster.new_since_release = f"{release.agent.name} {release.version}"
-
-
-def window_for(key: str, now: datetime | None = None) -> tuple[datetime, datetime]:
-    now = now or timezone.now()
-    return now - WINDOWS.get(key, WINDOWS[DEFAULT_WINDOW]), now
 
 
 WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DEFAULT_WINDOW = "7d"
 
 
-def by_agent(clusters: list[Cluster]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for cluster in clusters:
-        for name, n in cluster.agents.items():
-            counts[name] += n
-    return dict(counts)
+def window_for(key: str, now: datetime | None = None) -> tuple[datetime, datetime]:
+    now = now or timezone.now()
+    return now - WINDOWS.get(key, WINDOWS[DEFAULT_WINDOW]), now

@@ -4,7 +4,9 @@ A cohort is the runs sharing a value of one attribute: a Run column (task type, 
 team, environment) or any trait the run's root span or resource carries (user tier, locale,
 channel, customer, …; see traits_of, stored per run in RunProfile.traits off the ingest path).
 
-scan(key) compares each cohort's recent window with its own baseline window before it:
+scan(key) compares each cohort's recent window with its own baseline window before it; for an
+agent released inside the scanned span (with room on both sides), the recent window starts at
+its latest release, so the baseline is the cohort before the release:
 
 - success rate: two-proportion z-test;
 - latency and cost per run: Mann–Whitney U on the runs (a bounded, evenly thinned sample on a
@@ -34,7 +36,7 @@ from django.utils import timezone
 
 from cockpit.models import AlertEvent, Analysis, RunProfile
 from cockpit.regressions import SUCCESS, mann_whitney, two_proportions
-from traces.models import Agent, Run
+from traces.models import Agent, ReleaseMarker, Run
 
 # Attributes that are run columns already, ids (too many values to be cohorts) or content.
 RUN_KEYS = {
@@ -67,9 +69,11 @@ FINDING_P = 0.01
 # A cohort finding needs this much movement …
 MIN_RATE_DROP = 0.10  # ten points of success rate
 MIN_MEDIAN_RATIO = 1.25  # a quarter slower or costlier
+# … and at least this many times what its agent as a whole moved.
+OVER_AGGREGATE = 2.0
 MIN_RANK_BISERIAL = 0.1
 # … while its agent as a whole moved less than this: the aggregate "looks fine".
-AGGREGATE_BOUNDS = {"success_rate": 0.05, "latency": 1.15, "cost": 1.15}
+AGGREGATE_BOUNDS = {"success_rate": 0.10, "latency": 1.25, "cost": 1.25}
 
 
 def traits_of(attributes: dict, resource: dict) -> dict[str, str]:
@@ -203,6 +207,8 @@ def scan(
     trunc, unit, step = _bucket(since, until)
     # Buckets are whole units: both windows start on one, so no bucket straddles the split.
     since, split = _floor(since, unit), _floor(split, unit)
+    releases = _release_splits(agent_ids, since, until, unit)
+    splits = {agent_id: at for agent_id, (at, _) in releases.items()}
     say(5, "Counting runs per cohort")
     runs = Run.objects.filter(started_at__gte=since, started_at__lt=until, agent__isnull=False)
     runs = runs.exclude(status=Run.Status.RUNNING)
@@ -226,7 +232,7 @@ def scan(
     total = 0
     for row in rows:
         cohort = row["cohort"] if row["cohort"] is not None else ""
-        period = "recent" if row["bucket"] >= split else "base"
+        period = "recent" if row["bucket"] >= splits.get(row["agent_id"], split) else "base"
         for target in ((row["agent_id"], cohort), (row["agent_id"], None)):
             sides[target][period].add(row)
         slot = since + ((row["bucket"] - since) // step) * step
@@ -235,7 +241,7 @@ def scan(
         trend[1] += row["successes"]
         total += row["runs"]
     tested = _top_cohorts(sides)
-    _sample_distributions(runs, value, split, total, sides, tested)
+    _sample_distributions(runs, value, split, splits, total, sides, tested)
     say(80, "Testing cohorts")
     names = dict(Agent.objects.filter(pk__in={a for a, _ in sides}).values_list("pk", "name"))
     findings = []
@@ -249,6 +255,8 @@ def scan(
                     agent=names.get(agent_id, "?"),
                     agent_id=agent_id,
                     value=cohort,
+                    split=splits.get(agent_id, split).isoformat(),
+                    release=releases.get(agent_id, (None, ""))[1],
                     trend=_trend(trends, agent_id, cohort, since, until, step),
                 )
                 findings.append(finding)
@@ -268,6 +276,21 @@ def scan(
     }
 
 
+def _release_splits(agent_ids, since: datetime, until: datetime, unit: timedelta) -> dict:
+    """{agent id: (start of its recent window, version)} for agents whose latest release falls
+    inside the scanned span, leaving a quarter of it before and a tenth after."""
+    span = until - since
+    releases = ReleaseMarker.objects.filter(at__gt=since + span / 4, at__lt=until - span / 10)
+    if agent_ids is not None:
+        releases = releases.filter(agent_id__in=agent_ids)
+    found = {}
+    for agent_id, at, version in releases.order_by("agent_id", "at").values_list(
+        "agent_id", "at", "version"
+    ):
+        found[agent_id] = (_floor(at, unit), version)
+    return found
+
+
 def _key_label(key: str) -> str:
     return RUN_KEYS.get(key) or key.removeprefix("trait:")
 
@@ -284,7 +307,7 @@ def _top_cohorts(sides) -> dict[int, list[str]]:
     }
 
 
-def _sample_distributions(runs, value, split, total, sides, tested) -> None:
+def _sample_distributions(runs, value, split, splits, total, sides, tested) -> None:
     """Latencies and costs of (a thinned sample of) the windows' runs, per cohort and period."""
     every = max(1, math.ceil(total / SAMPLE_TARGET))
     sample = runs
@@ -297,7 +320,7 @@ def _sample_distributions(runs, value, split, total, sides, tested) -> None:
         .order_by()
         .iterator(chunk_size=5000)
     ):
-        period = "recent" if started >= split else "base"
+        period = "recent" if started >= splits.get(agent_id, split) else "base"
         for target in ((agent_id, cohort if cohort is not None else ""), (agent_id, None)):
             if target[1] is not None and target not in wanted:
                 continue
@@ -339,6 +362,8 @@ def _cohort_findings(periods: dict[str, Side], aggregate: dict) -> list[dict]:
         rate.significant
         and rate.p_value < FINDING_P
         and recent.success_rate - base.success_rate <= -MIN_RATE_DROP
+        and base.success_rate - recent.success_rate
+        >= OVER_AGGREGATE * abs(aggregate["success_rate"] or 0)
     ):
         found.append(
             _finding(
@@ -365,6 +390,7 @@ def _cohort_findings(periods: dict[str, Side], aggregate: dict) -> list[dict]:
             and (result.effect or 0) >= MIN_RANK_BISERIAL
             and ratio is not None
             and ratio >= MIN_MEDIAN_RATIO
+            and ratio - 1 >= OVER_AGGREGATE * abs((aggregate[metric] or 1) - 1)
         ):
             found.append(
                 _finding(metric, label, before, after, result, base, recent, aggregate[metric])
@@ -455,9 +481,10 @@ def scan_all(*, now: datetime | None = None) -> dict[str, int]:
 
 def _describe_move(finding: dict) -> str:
     before, after = finding["before"], finding["after"]
+    since = f" since release {finding['release']}" if finding.get("release") else ""
     if finding["metric"] == "success_rate":
-        return f"fell from {before:.1%} to {after:.1%}"
-    return f"rose {after / before:.1f}× (median)" if before else "rose"
+        return f"fell from {before:.1%} to {after:.1%}{since}"
+    return (f"rose {after / before:.1f}× (median)" if before else "rose") + since
 
 
 def scan_key(agent: Agent | None, key: str) -> str:

@@ -19,12 +19,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from cockpit import charts, clusters, cohorts, drift, pii_report, regressions, rollups
+from cockpit import charts, clusters, cohorts, drift, pii_report, regressions, rollups, scores
 from cockpit.degradation_tasks import start_analysis
 from cockpit.models import AlertEvent, Analysis, ReleaseCheck
 from cockpit.roles import VIEWER, role_required
 from cockpit.templatetags.cockpit_format import duration, pct, usd
-from traces.models import Agent, ReleaseMarker
+from traces.models import Agent, ReleaseMarker, Run
 
 TREND_WINDOW = timedelta(days=7)
 DEGRADATION_ALERTS = (
@@ -149,8 +149,8 @@ def _finding_rows(result: dict) -> tuple[list[dict], dict]:
                 "type": "line",
                 "xref": "x",
                 "yref": "paper",
-                "x0": result["split"],
-                "x1": result["split"],
+                "x0": finding.get("split", result["split"]),
+                "x1": finding.get("split", result["split"]),
                 "y0": 0,
                 "y1": 1,
                 "line": {"color": charts.SLATE, "width": 1, "dash": "dot"},
@@ -182,6 +182,7 @@ def _finding_rows(result: dict) -> tuple[list[dict], dict]:
                 "test": finding["test"]["test"],
                 "effect": f"{finding['test']['effect_label']} {finding['test']['effect']:+.2f}",
                 "figure": figure_id,
+                "release": finding.get("release", ""),
             }
         )
     return rows, figures
@@ -201,6 +202,7 @@ def _analysis_context(analysis: Analysis) -> dict:
     result = analysis.result
     if analysis.kind == Analysis.Kind.RELEASE_COMPARISON:
         context["rows"] = comparison_rows(result)
+        context["regressed"] = [row["label"] for row in context["rows"] if row["alerting"]]
     else:
         rows, figures = _finding_rows(result)
         context["findings"] = rows
@@ -218,6 +220,30 @@ def analysis_status(request, pk: int):
     """The progress of an analysis, or its result once done (polled by htmx)."""
     analysis = get_object_or_404(Analysis, pk=pk)
     return render(request, "cockpit/degradation/_analysis.html", _analysis_context(analysis))
+
+
+# --- Fragments on the run and agent pages ------------------------------------------------------
+
+SCORE_WINDOW = timedelta(days=30)
+
+
+@require_GET
+@role_required(VIEWER)
+def run_scores(request, pk: int):
+    """The scores of one run, for the run page (loaded by htmx after the page)."""
+    run = get_object_or_404(Run, pk=pk)
+    context = {"scores": scores.run_scores(run)}
+    return render(request, "cockpit/degradation/_run_scores.html", context)
+
+
+@require_GET
+@role_required(VIEWER)
+def agent_quality(request, pk: int):
+    """An agent's mean scores per version from the daily rollups, for the agent page."""
+    agent = get_object_or_404(Agent, pk=pk)
+    now = timezone.now()
+    means = scores.version_means(agent.pk, since=now - SCORE_WINDOW, until=now)
+    return render(request, "cockpit/degradation/_agent_score_means.html", {"means": means})
 
 
 # --- Release comparison -------------------------------------------------------------------------
@@ -493,7 +519,7 @@ def pii_page(request):
         "agent": agent,
         "agents": Agent.objects.order_by("name").values_list("name", flat=True),
         "report": report,
-        "types": [(kind, pii_report.label(kind), report.totals[kind]) for kind in report.types],
+        "types": [(kind, pii_report.plural(kind), report.totals[kind]) for kind in report.types],
         "agent_rows": [
             {
                 "name": row["name"],

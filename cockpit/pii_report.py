@@ -25,6 +25,8 @@ EXAMPLE_RUNS = 10
 VALUES_PER_EXAMPLE = 6
 TYPE_LABELS = {"email": "e-mail address", "phone": "phone number", "card": "card number",
                "iban": "IBAN"}  # fmt: skip
+PLURAL_LABELS = {"email": "e-mail addresses", "phone": "phone numbers",
+                 "card": "card numbers", "iban": "IBANs"}  # fmt: skip
 MASK = "•"
 
 
@@ -159,3 +161,7 @@ def mask(kind: str, value: str) -> str:
 
 def label(kind: str) -> str:
     return TYPE_LABELS.get(kind, kind)
+
+
+def plural(kind: str) -> str:
+    return PLURAL_LABELS.get(kind, kind)

@@ -30,7 +30,6 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
-from scipy import stats
 
 from cockpit.models import Analysis, ReleaseCheck, Score
 from traces.models import Agent, ReleaseMarker, Run, Span
@@ -91,6 +90,8 @@ def two_proportions(
         return result
     se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     result.statistic = (p_b - p_a) / se
+    from scipy import stats  # imported here: scipy costs every web process ~80 MB
+
     result.p_value = float(2 * stats.norm.sf(abs(result.statistic)))
     return result
 
@@ -106,6 +107,8 @@ def mann_whitney(a: list[float], b: list[float], *, min_side: int = MIN_SIDE) ->
     if len(set(a)) == 1 and set(a) == set(b):
         result.statistic, result.p_value, result.effect = len(a) * len(b) / 2, 1.0, 0.0
         return result
+    from scipy import stats
+
     u_b, p_value = stats.mannwhitneyu(b, a, alternative="two-sided")
     result.statistic = float(u_b)
     result.p_value = float(p_value)
@@ -142,6 +145,8 @@ def chi_square_mix(a: dict[str, int], b: dict[str, int]) -> TestResult:
         result.reason = f"expected counts below {MIN_EXPECTED} (too few calls to compare)"
         return result
     table = [[x for x, _ in kept], [y for _, y in kept]]
+    from scipy import stats
+
     chi2, p_value, _, _ = stats.chi2_contingency(table, correction=False)
     result.statistic = float(chi2)
     result.p_value = float(p_value)
@@ -192,7 +197,7 @@ def _judge(metric: Metric, result: TestResult) -> Metric:
         return metric
     if result.p_value is None or result.p_value >= ALERT_P:
         metric.direction = "same"
-        metric.summary = f"No significant difference (p = {_p(result.p_value)})."
+        metric.summary = f"No significant difference ({_p(result.p_value)})."
         return metric
     went_up = (result.effect or 0) > 0
     if not metric.higher_is:
@@ -203,7 +208,7 @@ def _judge(metric: Metric, result: TestResult) -> Metric:
     if metric.unit == "mix":
         moved = "different"
     metric.summary = (
-        f"B is significantly {moved} (p = {_p(result.p_value)}, "
+        f"B is significantly {moved} ({_p(result.p_value)}, "
         f"{result.effect_label} = {result.effect:+.2f})."
     )
     return metric
@@ -211,8 +216,8 @@ def _judge(metric: Metric, result: TestResult) -> Metric:
 
 def _p(value: float | None) -> str:
     if value is None:
-        return "n/a"
-    return "< 0.0001" if value < 0.0001 else f"{value:.4f}"
+        return "p n/a"
+    return "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}"
 
 
 def _median(values: list[float]) -> float | None:
@@ -224,10 +229,6 @@ def _quantile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return b / a if a else None
 
 
 def _runs(agent: Agent, version: str, since: datetime, until: datetime):
@@ -325,17 +326,6 @@ def default_versions(agent: Agent) -> tuple[str | None, str | None]:
     if not latest:
         return None, None
     return previous_version(agent, latest), latest
-
-
-def versions_of(agent: Agent, *, now: datetime | None = None) -> list[str]:
-    """The versions to choose from: release markers, then versions seen lately, newest first."""
-    now = now or timezone.now()
-    seen = list(
-        ReleaseMarker.objects.filter(agent=agent).order_by("-at").values_list("version", flat=True)
-    )
-    if agent.current_version and agent.current_version not in seen:
-        seen.insert(0, agent.current_version)
-    return seen
 
 
 def compare_releases(

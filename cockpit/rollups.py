@@ -799,6 +799,46 @@ def claim_watermark(name: str, now: datetime) -> RollupWatermark | None:
     )
 
 
+def changed_runs_pass(name: str, batch: int, work, now: datetime) -> int:
+    """One pass over the runs whose updated_at moved since the `name` watermark: claim it (a
+    second pass finds it locked and returns 0), read up to `batch` runs in updated_at order
+    plus every run stamped like the last one, call work(run ids) `batch` at a time, and move
+    the watermark as far as is safe. Returns how many runs were read.
+
+    Used by passes that rebuild something per run off the ingest path (search documents, run
+    profiles); the rollup fold has its own, since it also tracks where runs were counted.
+    """
+    with transaction.atomic():
+        watermark = claim_watermark(name, now)
+        if watermark is None:
+            return 0
+        horizon = safe_horizon(now)
+        changed = list(
+            Run.objects.filter(updated_at__gte=watermark.position)
+            .order_by("updated_at")
+            .values_list("id", "updated_at")[:batch]
+        )
+        if len(changed) == batch:
+            # A full batch: finish every run stamped like the last one, then continue after it.
+            last = changed[-1][1]
+            read = {pk for pk, _ in changed}
+            changed += [
+                row
+                for row in Run.objects.filter(updated_at=last).values_list("id", "updated_at")
+                if row[0] not in read
+            ]
+            position = min(last + timedelta(microseconds=1), horizon)
+        else:
+            position = horizon
+        run_ids = [pk for pk, _ in changed]
+        for start in range(0, len(run_ids), batch):
+            work(run_ids[start : start + batch])
+        RollupWatermark.objects.filter(pk=watermark.pk).update(
+            position=max(position, watermark.position), updated_at=now
+        )
+    return len(run_ids)
+
+
 def safe_horizon(now: datetime) -> datetime:
     """How far the watermark may move: no uncommitted run can carry an earlier updated_at."""
     horizon = now

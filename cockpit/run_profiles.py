@@ -11,15 +11,14 @@ open, so a run committed late is profiled on a later pass; re-profiling is idemp
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.db import transaction
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from cockpit import clusters, cohorts
-from cockpit.models import RollupWatermark, RunProfile
-from cockpit.rollups import claim_watermark, safe_horizon
+from cockpit.models import RunProfile
+from cockpit.rollups import changed_runs_pass
 from traces.models import Run, Span
 from traces.scanning import merge_counts
 
@@ -38,35 +37,9 @@ SPAN_FIELDS = (
 def profile_pass(*, now: datetime | None = None) -> int:
     """Profile the runs changed since the watermark. Returns how many runs were profiled."""
     now = now or timezone.now()
-    with transaction.atomic():
-        watermark = claim_watermark(PROFILE_WATERMARK, now)
-        if watermark is None:
-            return 0
-        horizon = safe_horizon(now)
-        changed = list(
-            Run.objects.filter(updated_at__gte=watermark.position)
-            .order_by("updated_at")
-            .values_list("id", "updated_at")[:PROFILE_BATCH]
-        )
-        if len(changed) == PROFILE_BATCH:
-            # Finish every run stamped like the last one, then continue after it.
-            last = changed[-1][1]
-            read = {pk for pk, _ in changed}
-            changed += [
-                row
-                for row in Run.objects.filter(updated_at=last).values_list("id", "updated_at")
-                if row[0] not in read
-            ]
-            position = min(last + timedelta(microseconds=1), horizon)
-        else:
-            position = horizon
-        run_ids = [pk for pk, _ in changed]
-        for start in range(0, len(run_ids), PROFILE_BATCH):
-            profile_runs(run_ids[start : start + PROFILE_BATCH], now=now)
-        RollupWatermark.objects.filter(pk=watermark.pk).update(
-            position=max(position, watermark.position), updated_at=now
-        )
-    return len(run_ids)
+    return changed_runs_pass(
+        PROFILE_WATERMARK, PROFILE_BATCH, lambda run_ids: profile_runs(run_ids, now=now), now
+    )
 
 
 def profile_runs(run_ids: list[int], *, now: datetime | None = None) -> list[RunProfile]:

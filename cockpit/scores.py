@@ -269,19 +269,6 @@ def version_means(agent_id: int, *, since, until) -> list[dict]:
     return sorted(out, key=lambda r: (r["name"], r["version"]), reverse=False)
 
 
-def daily_means(agent_id: int, name: str, *, since, until) -> list[tuple]:
-    """[(day, mean, count)] of one score of one agent, all versions together."""
-    rows = (
-        ScoreDaily.objects.filter(
-            agent_id=agent_id, name=name, day__gte=since.date(), day__lte=until.date()
-        )
-        .values("day")
-        .order_by("day")
-        .annotate(n=Sum("numeric_count"), total=Sum("total"))
-    )
-    return [(row["day"], row["total"] / row["n"] if row["n"] else None, row["n"]) for row in rows]
-
-
 def run_scores(run: Run) -> list[Score]:
     return list(Score.objects.filter(run=run).order_by("name", "-created_at"))
 

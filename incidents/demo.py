@@ -142,7 +142,7 @@ def replay_history(base_url: str, key: str) -> dict[str, list[str]]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from traces.demo import PROFILES, Conversation, RunBuilder, simulate_run
+    from traces.demo import PROFILES, Conversation, RunBuilder, emit_run, simulate_run
 
     rng = random.Random(6)  # noqa: S311 - demo data, not secrets
     profiles = {profile.name: profile for profile in PROFILES}
@@ -184,39 +184,11 @@ def replay_history(base_url: str, key: str) -> dict[str, list[str]]:
         )
         root = simulate_run(builder, conversation)
         origin_ns = time.time_ns() - minutes_ago * 60 * 1_000_000_000
-        sent[name].append(_emit(provider.get_tracer("cockpit.demo_incidents"), root, origin_ns))
+        sent[name].append(emit_run(provider.get_tracer("cockpit.demo_incidents"), root, origin_ns))
     for provider in providers.values():
         provider.force_flush(10_000)
         provider.shutdown()
     return sent
-
-
-def _emit(tracer, root, origin_ns: int) -> str:
-    """Emit a simulated run with its spans placed from origin_ns (as traces.demo does from
-    now); returns the trace id."""
-    from opentelemetry import trace
-    from opentelemetry.trace import SpanKind, StatusCode
-    from opentelemetry.trace import Status as SpanStatus
-
-    def emit(sim, context) -> str:
-        span = tracer.start_span(
-            sim.name,
-            context=context,
-            kind=SpanKind.CLIENT if sim.kind == "client" else SpanKind.INTERNAL,
-            attributes=sim.attributes,
-            start_time=origin_ns + int(sim.start_ms * 1_000_000),
-        )
-        for event_name, attributes in sim.events:
-            span.add_event(event_name, attributes, timestamp=origin_ns + int(sim.start_ms * 1e6))
-        child_context = trace.set_span_in_context(span)
-        for child in sim.children:
-            emit(child, child_context)
-        if sim.error_type:
-            span.set_status(SpanStatus(StatusCode.ERROR, sim.error_message or sim.error_type))
-        span.end(end_time=origin_ns + int(sim.end_ms * 1_000_000))
-        return format(span.get_span_context().trace_id, "032x")
-
-    return emit(root, None)
 
 
 def mark_demo_tools(project: Project) -> None:

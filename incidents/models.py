@@ -481,7 +481,13 @@ class ToolEffect(models.Model):
 class AutoOpenRule(models.Model):
     """Which alert episodes open an incident by themselves, and at what severity."""
 
-    KINDS = (AlertEvent.Kind.SLO_FAST_BURN, AlertEvent.Kind.BUDGET_BREACH)
+    KINDS = (
+        AlertEvent.Kind.SLO_FAST_BURN,
+        AlertEvent.Kind.BUDGET_BREACH,
+        AlertEvent.Kind.RELEASE_REGRESSION,
+        AlertEvent.Kind.COHORT_DEGRADATION,
+        AlertEvent.Kind.BEHAVIOUR_DRIFT,
+    )
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     alert_kind = models.CharField(

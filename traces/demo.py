@@ -157,19 +157,19 @@ PROFILES: tuple[AgentProfile, ...] = (
         pii_chance=0.5,
         showcase=frozenset({"pii"}),
         # Its 1.9.0 release (about half an hour in at 1 run/s) breaks German requests only:
-        # one run in ten, so the agent as a whole barely moves.
+        # about one run in eight, so the agent as a whole moves a few points.
         release=Release(
-            version="1.9.0", after_runs=2000, cohort_failure=("app.locale", "de-DE", 0.35)
+            version="1.9.0", after_runs=2000, cohort_failure=("app.locale", "de-DE", 0.45)
         ),
         cohorts=(
             (
                 "app.locale",
                 (
-                    ("en-US", 0.43),
+                    ("en-US", 0.41),
                     ("en-GB", 0.15),
                     ("fr-FR", 0.15),
                     ("es-ES", 0.17),
-                    ("de-DE", 0.10),
+                    ("de-DE", 0.12),
                 ),
             ),
             ("user.tier", (("free", 0.6), ("pro", 0.3), ("enterprise", 0.1))),
@@ -392,7 +392,7 @@ class RunBuilder:
     ) -> SimSpan:
         """One chat completion; rate limits are retried by the client as separate spans."""
         output_tokens = self.rng.randint(40, 450)
-        input_tokens = self.context_tokens + self.rng.randint(50, 400)
+        input_tokens = prompt_tokens = self.context_tokens + self.rng.randint(50, 400)
         if self.cost_spike:
             # A runaway prompt: the agent stuffed a whole document set into the context.
             input_tokens *= self.rng.randint(12, 25)
@@ -430,7 +430,9 @@ class RunBuilder:
             tool_call=tool_call,
         )
         self.steps.append(span)
-        self.context_tokens = input_tokens + output_tokens
+        # The stuffed documents are not carried into the next call: a spike must not compound
+        # call after call into more tokens than a numeric column can price.
+        self.context_tokens = prompt_tokens + output_tokens
         if tool_call is None:
             self.messages.append(_text_message("assistant", answer))
         return span
@@ -966,31 +968,34 @@ class DemoFleet:
         return sent
 
     def _emit(self, profile: AgentProfile, version: str, root: SimSpan) -> str:
-
-        tracer = self._tracer(profile, version)
         # The run just finished: it started its simulated duration ago.
         origin_ns = time.time_ns() - int(root.end_ms * 1_000_000) - self.rng.randint(0, 10**8)
+        return emit_run(self._tracer(profile, version), root, origin_ns)
 
-        def emit(sim: SimSpan, context) -> str:
-            span = tracer.start_span(
-                sim.name,
-                context=context,
-                kind=SpanKind.CLIENT if sim.kind == "client" else SpanKind.INTERNAL,
-                attributes=sim.attributes,
-                start_time=origin_ns + int(sim.start_ms * 1_000_000),
-            )
-            for name, attributes in sim.events:
-                span.add_event(name, attributes, timestamp=origin_ns + int(sim.start_ms * 1e6))
-            child_context = trace.set_span_in_context(span)
-            for child in sim.children:
-                emit(child, child_context)
-            # Like most instrumentations, leave the status unset unless the step failed.
-            if sim.error_type:
-                span.set_status(Status(StatusCode.ERROR, sim.error_message or sim.error_type))
-            span.end(end_time=origin_ns + int(sim.end_ms * 1_000_000))
-            return format(span.get_span_context().trace_id, "032x")
 
-        return emit(root, None)
+def emit_run(tracer, root: SimSpan, origin_ns: int) -> str:
+    """Export a simulated run as real spans placed from origin_ns; returns its trace id."""
+
+    def emit(sim: SimSpan, context) -> str:
+        span = tracer.start_span(
+            sim.name,
+            context=context,
+            kind=SpanKind.CLIENT if sim.kind == "client" else SpanKind.INTERNAL,
+            attributes=sim.attributes,
+            start_time=origin_ns + int(sim.start_ms * 1_000_000),
+        )
+        for name, attributes in sim.events:
+            span.add_event(name, attributes, timestamp=origin_ns + int(sim.start_ms * 1e6))
+        child_context = trace.set_span_in_context(span)
+        for child in sim.children:
+            emit(child, child_context)
+        # Like most instrumentations, leave the status unset unless the step failed.
+        if sim.error_type:
+            span.set_status(Status(StatusCode.ERROR, sim.error_message or sim.error_type))
+        span.end(end_time=origin_ns + int(sim.end_ms * 1_000_000))
+        return format(span.get_span_context().trace_id, "032x")
+
+    return emit(root, None)
 
 
 class _Counting(SpanExporter):

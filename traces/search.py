@@ -10,7 +10,7 @@ substring match on span content.
 """
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.contrib.postgres.search import SearchQuery
 from django.db import OperationalError, connection, transaction
@@ -18,7 +18,7 @@ from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, Value
 from django.utils import timezone
 
 from cockpit.models import RollupWatermark
-from cockpit.rollups import EPOCH, claim_watermark, safe_horizon
+from cockpit.rollups import EPOCH, changed_runs_pass
 from traces.models import Run, RunSearch, Span
 
 SEARCH_WATERMARK = "search"
@@ -54,42 +54,13 @@ DOCUMENTS_SQL = """
 def index_pass(*, now: datetime | None = None) -> int:
     """Rebuild the documents of runs changed since the watermark. Returns how many runs it read.
 
-    One transaction under the "search" watermark (claimed FOR UPDATE SKIP LOCKED, so a second
-    pass returns at once). The watermark stops short of any transaction still open, so a run
-    committed late is never skipped; until the watermark passes a run, searches read its spans.
+    One transaction under the "search" watermark (cockpit.rollups.changed_runs_pass), which
+    stops short of any transaction still open, so a run committed late is never skipped; until
+    the watermark passes a run, searches read its spans.
     """
     if connection.vendor != "postgresql":
         return 0
-    now = now or timezone.now()
-    with transaction.atomic():
-        watermark = claim_watermark(SEARCH_WATERMARK, now)
-        if watermark is None:
-            return 0
-        horizon = safe_horizon(now)
-        changed = list(
-            Run.objects.filter(updated_at__gte=watermark.position)
-            .order_by("updated_at")
-            .values_list("id", "updated_at")[:INDEX_BATCH]
-        )
-        if len(changed) == INDEX_BATCH:
-            # A full batch: finish every run stamped like the last one, then continue after it.
-            last = changed[-1][1]
-            read = {pk for pk, _ in changed}
-            changed += [
-                row
-                for row in Run.objects.filter(updated_at=last).values_list("id", "updated_at")
-                if row[0] not in read
-            ]
-            position = min(last + timedelta(microseconds=1), horizon)
-        else:
-            position = horizon
-        run_ids = [pk for pk, _ in changed]
-        for start in range(0, len(run_ids), INDEX_BATCH):
-            _write_documents(run_ids[start : start + INDEX_BATCH])
-        RollupWatermark.objects.filter(pk=watermark.pk).update(
-            position=max(position, watermark.position), updated_at=now
-        )
-    return len(changed)
+    return changed_runs_pass(SEARCH_WATERMARK, INDEX_BATCH, _write_documents, now or timezone.now())
 
 
 def _write_documents(run_ids: list[int]) -> None:

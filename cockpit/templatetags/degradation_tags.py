@@ -1,28 +1,24 @@
 """Template tags that put quality on other apps' pages: scores on the run page, and the
-degradation links and score means on the agent page (one line in each template)."""
+degradation links and score means on the agent page (one line in each template).
 
-from datetime import timedelta
+Both render a placeholder that htmx fills from cockpit.degradation_views once the page is up,
+so the pages they sit on keep their pinned query counts.
+"""
 
 from django import template
-from django.utils import timezone
-
-from cockpit import scores
+from django.urls import reverse
 
 register = template.Library()
 
-SCORE_WINDOW = timedelta(days=30)
 
-
-@register.inclusion_tag("cockpit/degradation/_run_scores.html")
+@register.inclusion_tag("cockpit/degradation/_run_scores_slot.html")
 def run_scores(run):
-    return {"scores": scores.run_scores(run)}
+    return {"url": reverse("run-scores", args=[run.pk])}
 
 
 @register.inclusion_tag("cockpit/degradation/_agent_quality.html")
 def agent_quality(agent):
-    now = timezone.now()
-    means = scores.version_means(agent.pk, since=now - SCORE_WINDOW, until=now)
-    return {"agent": agent, "means": means}
+    return {"agent": agent, "url": reverse("agent-quality", args=[agent.pk])}
 
 
 @register.inclusion_tag("cockpit/degradation/_fleet_links.html")

@@ -153,21 +153,8 @@ def test_the_beat_tasks_run_one_pass_each(project, refunds):
 def test_two_sweepers_at_once_escalate_each_level_exactly_once(project, refunds):
     requests = [ask(project, now=T0) for _ in range(30)]
     ApprovalRequest.objects.update(remind_at=None, next_action_at=at(10))
-    barrier = threading.Barrier(2)
-    results = []
 
-    def sweeper():
-        barrier.wait()
-        try:
-            results.append(engine.sweep(now=at(10)))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweeper) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(lambda: engine.sweep(now=at(10)), lambda: engine.sweep(now=at(10)))
 
     assert sum(r["escalated"] for r in results) == 30
     assert set(ApprovalRequest.objects.values_list("level", flat=True)) == {2}
@@ -178,34 +165,34 @@ def test_two_sweepers_at_once_escalate_each_level_exactly_once(project, refunds)
     assert engine.sweep(now=at(10)) == {"reminded": 0, "escalated": 0, "expired": 0}
 
 
-def race_decision_and_expiry(request, reviewer) -> list:
-    """A reviewer approves while a sweeper expires the request, both released at once."""
-    barrier = threading.Barrier(2)
-    outcomes = []
+def at_once(*actions) -> list:
+    """Run the actions on threads of their own, released together; their results in order
+    (an ApprovalError counts as its HTTP status)."""
+    barrier = threading.Barrier(len(actions))
+    results = [None] * len(actions)
 
-    def decide():
+    def run(position, action):
         barrier.wait()
         try:
-            engine.do_decide(request.pk, reviewer, "approve", seen_sha256=request.arguments_sha256)
-            outcomes.append("approved")
+            results[position] = action()
         except engine.ApprovalError as error:
-            outcomes.append(error.status)
+            results[position] = error.status
         finally:
             connection.close()
 
-    def expire():
-        barrier.wait()
-        try:
-            outcomes.append(engine.sweep(now=at(41))["expired"])
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=decide), threading.Thread(target=expire)]
+    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(actions)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return outcomes
+    return results
+
+
+def deciding(request, reviewer, decision="approve"):
+    sha = request.arguments_sha256
+    return lambda: (
+        engine.do_decide(request.pk, reviewer, decision, comment="no", seen_sha256=sha).message
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -217,12 +204,27 @@ def test_a_decision_racing_expiry_leaves_exactly_one_outcome(project, refunds):
             level=4, remind_at=None, next_action_at=at(40), level_due_at=at(40)
         )
 
-        outcomes = race_decision_and_expiry(request, reviewer)
+        decided, swept = at_once(
+            deciding(request, reviewer), lambda: engine.sweep(now=at(41))["expired"]
+        )
 
         request.refresh_from_db()
-        assert request.status in (Status.APPROVED, Status.EXPIRED)
         if request.status == Status.APPROVED:
-            assert sorted(map(str, outcomes)) == ["0", "approved"]
+            assert (decided, swept) == ("Request approved.", 0)
         else:
-            assert sorted(outcomes) == [1, 409]
+            assert request.status == Status.EXPIRED and (decided, swept) == (409, 1)
             assert kinds(request)[-1] == "late_decision_ignored"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reviewers_deciding_at_once_one_wins_the_other_gets_409(project, refunds):
+    first, second = make_reviewer("lena", 1), make_reviewer("omar", 1)
+    for _ in range(10):
+        request = ask(project, now=T0)
+
+        approved, rejected = at_once(deciding(request, first), deciding(request, second, "reject"))
+
+        request.refresh_from_db()
+        assert sorted(map(str, (approved, rejected))) == ["409", f"Request {request.status}."]
+        winner = first if request.status == Status.APPROVED else second
+        assert request.decided_by == winner

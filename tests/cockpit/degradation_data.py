@@ -70,13 +70,15 @@ def add_runs(
             updated_at=started,
         )
         runs.append(run)
-        plan.append((_value(steps, i, rng), failure, _value(traits, i, rng) or {}, _value(pii, i, rng)))
+        plan.append(
+            (_value(steps, i, rng), failure, _value(traits, i, rng) or {}, _value(pii, i, rng))
+        )
     Run.objects.bulk_create(runs)
     spans = []
     for run, (step_count, failure, run_traits, run_pii) in zip(runs, plan, strict=True):
         root_id = f"{run.pk:016x}"
 
-        def span(index, **fields):
+        def span(index, run=run, root_id=root_id, **fields):
             moment = run.started_at + timedelta(milliseconds=index)
             defaults = {
                 "project": project,

@@ -37,7 +37,7 @@ def test_a_signature_joins_error_type_failing_span_and_message():
     signature = clusters.signature("TimeoutError", "execute_tool run_sql", "timed out after 30 s")
 
     assert signature == "TimeoutError · execute_tool run_sql · timed out after <n> s"
-    assert clusters.signature("", "step 3", "") == "Error · step <n> · "
+    assert clusters.signature("", "chat claude-3-5-haiku", "") == "Error · chat claude-3-5-haiku · "
 
 
 def test_a_path_collapses_repeated_steps_so_shapes_do_not_split_on_counts():
@@ -113,11 +113,22 @@ def test_low_scored_runs_that_succeeded_cluster_by_path(failing, project):
 def test_a_cluster_first_seen_after_the_latest_release_is_flagged_new(failing):
     refunds, _ = failing
     now = timezone.now()
+    ReleaseMarker.objects.create(agent=refunds, version="3.0.0", at=now - timedelta(days=9))
     ReleaseMarker.objects.create(agent=refunds, version="3.1.0", at=now - timedelta(hours=6))
 
     found = clusters.failure_clusters(now - timedelta(days=1), now)
 
     assert found[0].new_since_release == "refund-agent 3.1.0"
+
+
+def test_an_agents_first_version_is_no_release_to_be_new_since(failing):
+    refunds, _ = failing
+    now = timezone.now()
+    ReleaseMarker.objects.create(agent=refunds, version="3.1.0", at=now - timedelta(hours=6))
+
+    found = clusters.failure_clusters(now - timedelta(days=1), now)
+
+    assert found[0].new_since_release == ""
 
 
 def test_a_cluster_seen_before_the_latest_release_is_not_new(failing):

@@ -116,7 +116,9 @@ def test_an_agent_with_one_version_is_told_there_is_nothing_to_compare(client_as
 
 
 def test_an_unknown_agent_is_not_found(client_as, db):
-    assert client_as("viewer").get(reverse("release-comparison", args=["nobody"])).status_code == 404
+    assert (
+        client_as("viewer").get(reverse("release-comparison", args=["nobody"])).status_code == 404
+    )
 
 
 def test_agent_sent_strings_are_escaped_on_the_release_page(client_as, project):
@@ -125,9 +127,9 @@ def test_agent_sent_strings_are_escaped_on_the_release_page(client_as, project):
                                  at=timezone.now() - timedelta(days=1))  # fmt: skip
     ReleaseMarker.objects.create(agent=agent, version=HOSTILE, at=timezone.now())
 
-    body = client_as("viewer").get(
-        reverse("release-comparison", args=[agent.name])
-    ).content.decode()
+    body = (
+        client_as("viewer").get(reverse("release-comparison", args=[agent.name])).content.decode()
+    )
 
     assert HOSTILE not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
@@ -211,6 +213,6 @@ def test_the_agent_and_fleet_pages_link_to_the_degradation_pages(client_as, agen
     fleet_page = viewer.get(reverse("fleet")).content.decode()
 
     assert reverse("release-comparison", args=[agent.name]) in agent_page
-    assert f'{reverse("cohorts")}?agent=support-triage' in agent_page
+    assert f"{reverse('cohorts')}?agent=support-triage" in agent_page
     for name in ("clusters", "cohorts", "drift", "pii"):
         assert f'href="{reverse(name)}"' in fleet_page

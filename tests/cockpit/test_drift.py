@@ -72,7 +72,10 @@ def test_an_agent_taking_more_steps_drifts_on_steps_tools_and_output(drifting):
 
     by_key = {d.key: d for d in result.dimensions}
     assert (result.base_runs, result.recent_runs) == (400, 300)
-    assert by_key["steps"].level == "major" and by_key["steps"].mean_after > by_key["steps"].mean_before
+    assert (
+        by_key["steps"].level == "major"
+        and by_key["steps"].mean_after > by_key["steps"].mean_before
+    )
     assert by_key["tools"].psi > drift.DRIFT_ALERT
     assert "post_review_comment" in by_key["tools"].bins
     assert by_key["output"].level == "major"

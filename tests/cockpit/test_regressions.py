@@ -243,7 +243,9 @@ def test_a_clean_recheck_resolves_the_regression_alert(released):
     ReleaseCheck.objects.update(final=False)
 
     later = timezone.now() + timedelta(minutes=5)
-    with mock.patch.object(regressions, "compare_releases", return_value={"metrics": [], "regressed": []}):
+    with mock.patch.object(
+        regressions, "compare_releases", return_value={"metrics": [], "regressed": []}
+    ):
         result = regressions.check_releases(now=later)
 
     assert result["resolved"] == 1

@@ -279,12 +279,34 @@ def test_a_score_slo_with_a_tight_target_pages_on_a_bad_hour(project):
 # --- Scores on the run page ----------------------------------------------------------------
 
 
-def test_the_run_page_shows_the_runs_scores_escaped(client_as, run):
+def test_the_run_page_loads_the_runs_scores_escaped(client_as, run):
     _score(run, "helpfulness", 0.25)
     _score(run, "tone", "<b>rude</b>", "categorical")
+    viewer = client_as("viewer")
 
-    response = client_as("viewer").get(reverse("run-detail", args=[run.trace_id]))
+    page = viewer.get(reverse("run-detail", args=[run.trace_id])).content.decode()
+    fragment = viewer.get(reverse("run-scores", args=[run.pk])).content.decode()
 
-    body = response.content.decode()
-    assert 'id="run-scores"' in body and "helpfulness" in body and "0.25" in body
-    assert "&lt;b&gt;rude&lt;/b&gt;" in body and "<b>rude</b>" not in body
+    assert f'hx-get="{reverse("run-scores", args=[run.pk])}"' in page
+    assert 'id="run-scores"' in fragment and "helpfulness" in fragment and "0.25" in fragment
+    assert "&lt;b&gt;rude&lt;/b&gt;" in fragment and "<b>rude</b>" not in fragment
+
+
+def test_the_agent_page_loads_mean_scores_per_version(client_as, project):
+    run = make_run(project, started_at=NOW, version="1.4")
+    _score(run, "helpfulness", 0.75)
+    scores.rollup_pass(now=NOW + timedelta(minutes=1))
+    viewer = client_as("viewer")
+
+    page = viewer.get(reverse("agent", args=[run.agent.name])).content.decode()
+    fragment = viewer.get(reverse("agent-quality", args=[run.agent.pk])).content.decode()
+
+    assert f'hx-get="{reverse("agent-quality", args=[run.agent.pk])}"' in page
+    assert "helpfulness" in fragment and "1.4" in fragment and "0.750" in fragment
+
+
+def test_score_fragments_need_a_role(client_as, run):
+    outsider = client_as("outsider")
+
+    assert outsider.get(reverse("run-scores", args=[run.pk])).status_code == 403
+    assert outsider.get(reverse("agent-quality", args=[run.agent.pk])).status_code == 403

@@ -140,3 +140,15 @@ def test_an_alert_of_an_agent_lands_on_its_open_incidents_timeline(open_incident
     line = TimelineEvent.objects.get(incident=incident, kind="alert")
     assert line.source == f"alert:{event.pk}"
     assert "burns its error budget" in line.text
+
+
+def test_a_regression_after_release_opens_an_incident_when_a_rule_says_so(project, agent):
+    AutoOpenRule.objects.create(
+        project=project, alert_kind=AlertEvent.Kind.RELEASE_REGRESSION, severity=Severity.SEV3
+    )
+
+    event = fire(project, agent, kind=AlertEvent.Kind.RELEASE_REGRESSION, key="release:1:2")
+
+    assert Incident.objects.get(alert_event=event).severity == Severity.SEV3
+    assert fire(project, agent, kind=AlertEvent.Kind.BEHAVIOUR_DRIFT, key="drift:1") is not None
+    assert Incident.objects.count() == 1  # no rule for drift: no incident

@@ -241,3 +241,14 @@ def test_on_sqlite_there_is_nothing_to_index(project, monkeypatch):
 
     assert run_search.index_pass() == 0
     assert not RunSearch.objects.exists()
+
+
+def test_the_task_keeps_passing_while_a_backlog_remains(project, monkeypatch):
+    monkeypatch.setattr(run_search, "INDEX_BATCH", 2)
+    stamp = timezone.now() - timedelta(minutes=1)
+    runs = [with_content(project, input=f"word{i}") for i in range(5)]
+    for offset, run in enumerate(runs):
+        Run.objects.filter(pk=run.pk).update(updated_at=stamp + timedelta(seconds=offset))
+
+    assert index_run_content() == 5
+    assert RunSearch.objects.count() == 5
