@@ -104,15 +104,17 @@ class Command(BaseCommand):
 
         self._time_queue(reviewer)
         received: dict[int, float] = {}
+        stop = threading.Event()
         pollers = [
-            threading.Thread(target=self._poll, args=(host, port, key, pk, received), daemon=True)
+            threading.Thread(
+                target=self._poll, args=(host, port, key, pk, received, stop), daemon=True
+            )
             for pk in waited
         ]
         for thread in pollers:
             thread.start()
         time.sleep(3)  # every agent is waiting now
 
-        stop = threading.Event()
         sweeper = threading.Thread(target=self._sweep, args=(stop,), daemon=True)
         sweeper.start()
         decided_at: dict[int, float] = {}
@@ -151,12 +153,13 @@ class Command(BaseCommand):
         )  # fmt: skip
         return reviewer
 
-    def _poll(self, host, port, key, pk, received) -> None:
-        while True:
+    def _poll(self, host, port, key, pk, received, stop: threading.Event) -> None:
+        """An agent waiting on its request, as the API asks: long-poll again until decided."""
+        while not stop.is_set():
             try:
                 status, body = api(host, port, key, "GET", f"/api/v1/approvals/{pk}?wait=60")
-            except OSError:
-                time.sleep(0.5)
+            except (OSError, ValueError):  # the server went away or answered something else
+                stop.wait(0.5)
                 continue
             if body.get("status") != "pending":
                 received[pk] = time.monotonic()
