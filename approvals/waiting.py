@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 _waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
 _lock = threading.Lock()
 _publisher: redis.Redis | None = None
+# Set when the server stops: polls answer at once instead of holding the shutdown open.
+_closing = threading.Event()
 
 
 def channel_of(approval_id: int) -> str:
@@ -45,6 +47,17 @@ def wake(approval_id: int) -> None:
         except redis.RedisError:
             # A poll in another process that misses the wake-up returns at its timeout.
             logger.warning("Could not publish the decision of approval %s", approval_id)
+
+
+def release_all() -> None:
+    """Let every waiting poll of this process answer now (still pending): the server is
+    stopping, and agents poll again elsewhere rather than hold it open."""
+    _closing.set()
+    with _lock:
+        waiting = [entry for entries in _waiters.values() for entry in entries]
+    for loop, event in waiting:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(event.set)
 
 
 def _redis() -> redis.Redis:
@@ -95,7 +108,10 @@ class Waiter:
             await pubsub.aclose()
 
     async def wait(self, seconds: float) -> bool:
-        """True when woken, False at the timeout."""
+        """True when woken, False at the timeout (at once while the server stops)."""
+        if _closing.is_set():
+            await asyncio.sleep(0)  # a wake-up already scheduled on this loop runs first
+            return self.event.is_set()
         try:
             await asyncio.wait_for(self.event.wait(), timeout=seconds)
         except TimeoutError:

@@ -172,14 +172,17 @@ class Command(BaseCommand):
     def _server(self, host: str, port: int, access_log: bool):
         import uvicorn
 
+        from approvals import waiting
         from cockpit.asgi import application
 
         stop = self.stop
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig, frame):
-                # Stop the demo fleet first, so it does not send into a closing server.
+                # Stop the demo fleet first, so it does not send into a closing server, and
+                # answer the approval long-polls, which would hold the shutdown open.
                 stop.set()
+                waiting.release_all()
                 super().handle_exit(sig, frame)
 
         config = uvicorn.Config(
