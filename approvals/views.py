@@ -37,6 +37,7 @@ from approvals.models import (
     Policy,
 )
 from cockpit import charts
+from cockpit.csv_export import Echo, csv_cell
 from cockpit.roles import ADMIN, REVIEWER, VIEWER, has_role, role_required
 from traces.models import Run, Span
 from traces.views import format_duration
@@ -565,16 +566,6 @@ EXPORT_COLUMNS = [
 ]  # fmt: skip
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def _cell(text: str) -> str:
-    """Agent- and reviewer-written text, kept from running as a spreadsheet formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 @require_GET
 @role_required(VIEWER)
 def decisions_csv(request):
@@ -621,7 +612,7 @@ def decisions_csv(request):
         )
         .order_by("decided_at", "id")
     )
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
 
     def lines():
         yield writer.writerow(EXPORT_COLUMNS)
@@ -633,20 +624,20 @@ def decisions_csv(request):
                     r.decided_at.isoformat(),
                     r.status,
                     r.decision,
-                    _cell(r.decided_by.get_username() if r.decided_by_id else ""),
+                    csv_cell(r.decided_by.get_username() if r.decided_by_id else ""),
                     r.level,
                     r.escalations,
-                    _cell(r.agent.name),
-                    _cell(r.action),
+                    csv_cell(r.agent.name),
+                    csv_cell(r.action),
                     "" if r.amount is None else format(r.amount.normalize(), "f"),
                     r.currency,
                     r.risk_tier,
                     r.stated_risk,
-                    _cell(r.policy_name or ""),
+                    csv_cell(r.policy_name or ""),
                     r.arguments_sha256,
                     "yes" if r.was_edited else "no",
                     "" if r.review_seconds is None else f"{r.review_seconds:.1f}",
-                    _cell(r.comment),
+                    csv_cell(r.comment),
                 ]
             )
 

@@ -27,15 +27,16 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Min, Sum
+from django.db.models import Count, F, Min
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Mod, TruncHour, TruncMinute
 from django.utils import timezone
 
 from cockpit.models import AlertEvent, Analysis, RunProfile
-from cockpit.regressions import SUCCESS, mann_whitney, two_proportions
+from cockpit.regressions import SUCCESS, _median, mann_whitney, two_proportions
+from cockpit.rollups import EPOCH
 from traces.models import Agent, ReleaseMarker, Run
 
 # Attributes that are run columns already, ids (too many values to be cohorts) or content.
@@ -142,7 +143,6 @@ def _value_expression(key: str):
 
 
 TREND_POINTS = 24
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _floor(moment: datetime, size: timedelta) -> datetime:
@@ -163,28 +163,16 @@ MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
 class Side:
     runs: int = 0
     successes: int = 0
-    cost: float = 0.0
-    duration: float = 0.0
     latencies: list[float] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
 
     def add(self, row: dict) -> None:
         self.runs += row["runs"]
         self.successes += row["successes"]
-        self.cost += float(row["cost"] or 0)
-        self.duration += row["duration"] or 0.0
 
     @property
     def success_rate(self) -> float | None:
         return self.successes / self.runs if self.runs else None
-
-
-def _median(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _ratio(before: float | None, after: float | None) -> float | None:
@@ -219,12 +207,7 @@ def scan(
         runs.annotate(cohort=value, bucket=trunc("started_at"))
         .values("agent_id", "cohort", "bucket")
         .order_by()
-        .annotate(
-            runs=Count("id"),
-            successes=Count("id", filter=SUCCESS),
-            cost=Sum("cost_usd"),
-            duration=Sum("duration_ms"),
-        )
+        .annotate(runs=Count("id"), successes=Count("id", filter=SUCCESS))
     )
     say(45, "Sampling latencies and costs")
     sides: dict[tuple, dict[str, Side]] = defaultdict(lambda: {"base": Side(), "recent": Side()})

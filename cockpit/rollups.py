@@ -799,14 +799,16 @@ def claim_watermark(name: str, now: datetime) -> RollupWatermark | None:
     )
 
 
-def changed_runs_pass(name: str, batch: int, work, now: datetime) -> int:
-    """One pass over the runs whose updated_at moved since the `name` watermark: claim it (a
-    second pass finds it locked and returns 0), read up to `batch` runs in updated_at order
-    plus every run stamped like the last one, call work(run ids) `batch` at a time, and move
-    the watermark as far as is safe. Returns how many runs were read.
+def changed_rows_pass(name: str, rows, batch: int, work, now: datetime) -> int:
+    """One pass over the rows of `rows` (a queryset of a model with updated_at) whose updated_at
+    moved since the `name` watermark: claim it (a second pass finds it locked and returns 0),
+    read up to `batch` ids in updated_at order plus every row stamped like the last one (so
+    a burst stamped at one instant never stalls the watermark), call work(ids) `batch` at a
+    time, and move the watermark as far as is safe. Returns how many rows were read.
 
-    Used by passes that rebuild something per run off the ingest path (search documents, run
-    profiles); the rollup fold has its own, since it also tracks where runs were counted.
+    Used by passes that rebuild something off the ingest path (search documents and run
+    profiles from runs, score rollups from scores); the rollup fold has its own, since it
+    also tracks where runs were counted.
     """
     with transaction.atomic():
         watermark = claim_watermark(name, now)
@@ -814,29 +816,29 @@ def changed_runs_pass(name: str, batch: int, work, now: datetime) -> int:
             return 0
         horizon = safe_horizon(now)
         changed = list(
-            Run.objects.filter(updated_at__gte=watermark.position)
+            rows.filter(updated_at__gte=watermark.position)
             .order_by("updated_at")
-            .values_list("id", "updated_at")[:batch]
+            .values_list("pk", "updated_at")[:batch]
         )
         if len(changed) == batch:
-            # A full batch: finish every run stamped like the last one, then continue after it.
+            # A full batch: finish every row stamped like the last one, then continue after it.
             last = changed[-1][1]
             read = {pk for pk, _ in changed}
             changed += [
                 row
-                for row in Run.objects.filter(updated_at=last).values_list("id", "updated_at")
+                for row in rows.filter(updated_at=last).values_list("pk", "updated_at")
                 if row[0] not in read
             ]
             position = min(last + timedelta(microseconds=1), horizon)
         else:
             position = horizon
-        run_ids = [pk for pk, _ in changed]
-        for start in range(0, len(run_ids), batch):
-            work(run_ids[start : start + batch])
+        ids = [pk for pk, _ in changed]
+        for start in range(0, len(ids), batch):
+            work(ids[start : start + batch])
         RollupWatermark.objects.filter(pk=watermark.pk).update(
             position=max(position, watermark.position), updated_at=now
         )
-    return len(run_ids)
+    return len(ids)
 
 
 def safe_horizon(now: datetime) -> datetime:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from cockpit import clusters, cohorts
 from cockpit.models import RunProfile
-from cockpit.rollups import changed_runs_pass
+from cockpit.rollups import changed_rows_pass
 from traces.models import Run, Span
 from traces.scanning import merge_counts
 
@@ -37,8 +37,12 @@ SPAN_FIELDS = (
 def profile_pass(*, now: datetime | None = None) -> int:
     """Profile the runs changed since the watermark. Returns how many runs were profiled."""
     now = now or timezone.now()
-    return changed_runs_pass(
-        PROFILE_WATERMARK, PROFILE_BATCH, lambda run_ids: profile_runs(run_ids, now=now), now
+    return changed_rows_pass(
+        PROFILE_WATERMARK,
+        Run.objects.all(),
+        PROFILE_BATCH,
+        lambda run_ids: profile_runs(run_ids, now=now),
+        now,
     )
 
 

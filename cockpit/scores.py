@@ -23,12 +23,11 @@ import re
 from collections import defaultdict
 from datetime import UTC, datetime, time, timedelta
 
-from django.db import transaction
 from django.db.models import Count, F, FloatField, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from cockpit.models import RollupWatermark, Score, ScoreDaily
+from cockpit.models import Score, ScoreDaily
 from traces.models import Run
 
 SCORE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
@@ -137,7 +136,8 @@ def store_span_scores(project, spans) -> int:
 
 
 def link_pending(*, now: datetime | None = None) -> int:
-    """Attach scores that arrived before their run to the run, now that it is stored."""
+    """Attach scores that arrived before their run to the run, now that it is stored: one
+    UPDATE per run found, for all of its waiting scores."""
     now = now or timezone.now()
     pending = list(
         Score.objects.filter(run__isnull=True, created_at__gte=now - PENDING_FOR).values_list(
@@ -146,17 +146,18 @@ def link_pending(*, now: datetime | None = None) -> int:
     )
     if not pending:
         return 0
-    runs = {
-        (run.project_id, run.trace_id): run
-        for run in Run.objects.filter(trace_id__in={t for _, _, t in pending}).only(
-            "id", "project_id", "trace_id", "agent_id", "version", "started_at"
-        )
-    }
-    linked = 0
+    waiting: dict[tuple[int, str], list[int]] = {}
     for pk, project_id, trace_id in pending:
-        run = runs.get((project_id, trace_id))
-        if run is not None:
-            linked += Score.objects.filter(pk=pk, run__isnull=True).update(
+        waiting.setdefault((project_id, trace_id), []).append(pk)
+    runs = Run.objects.filter(
+        project_id__in={project_id for project_id, _ in waiting},
+        trace_id__in={trace_id for _, trace_id in waiting},
+    ).only("id", "project_id", "trace_id", "agent_id", "version", "started_at")
+    linked = 0
+    for run in runs:
+        pks = waiting.get((run.project_id, run.trace_id))
+        if pks:
+            linked += Score.objects.filter(pk__in=pks, run__isnull=True).update(
                 updated_at=now, **_run_fields(run)
             )
     return linked
@@ -169,28 +170,27 @@ def rollup_pass(*, now: datetime | None = None) -> int:
     """Rebuild the ScoreDaily rows of every (agent, day) whose scores changed since the
     watermark. Returns the number of (agent, day) groups rebuilt. Idempotent; a second pass
     running at the same time finds the watermark locked and returns 0."""
-    from cockpit.rollups import claim_watermark, safe_horizon
+    from cockpit.rollups import changed_rows_pass
 
     now = now or timezone.now()
     link_pending(now=now)
-    with transaction.atomic():
-        watermark = claim_watermark(ROLLUP_WATERMARK, now)
-        if watermark is None:
-            return 0
-        horizon = safe_horizon(now)
-        changed = list(
-            Score.objects.filter(updated_at__gte=watermark.position, agent__isnull=False)
-            .order_by("updated_at")
-            .values_list("agent_id", "run_started_at", "updated_at")[:ROLLUP_BATCH]
-        )
-        full = len(changed) == ROLLUP_BATCH
-        position = min(changed[-1][2], horizon) if full else horizon
-        groups = {(agent_id, started.date()) for agent_id, started, _ in changed if started}
-        for agent_id, day in sorted(groups):
+    groups: set = set()
+
+    def rebuild(score_ids: list[int]) -> None:
+        found = {
+            (agent_id, started.date())
+            for agent_id, started in Score.objects.filter(pk__in=score_ids).values_list(
+                "agent_id", "run_started_at"
+            )
+            if started
+        } - groups
+        for agent_id, day in sorted(found):
             _rebuild_day(agent_id, day, now)
-        RollupWatermark.objects.filter(pk=watermark.pk).update(
-            position=max(position, watermark.position), updated_at=now
-        )
+        groups.update(found)
+
+    changed_rows_pass(
+        ROLLUP_WATERMARK, Score.objects.filter(agent__isnull=False), ROLLUP_BATCH, rebuild, now
+    )
     return len(groups)
 
 

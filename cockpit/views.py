@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET
 
 from cockpit import charts, costs, live_tiles, rollups
 from cockpit.budgets import all_budget_statuses, budget_status
+from cockpit.csv_export import Echo, csv_cell
 from cockpit.interventions import agent_interventions, can_intervene
 from cockpit.models import AgentControl, Rollup
 from cockpit.roles import ADMIN, COMMANDER, OPERATOR, REVIEWER, VIEWER, role_required, user_roles
@@ -365,24 +366,11 @@ def cost_explorer(request):
     return render(request, "cockpit/costs.html", context)
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for csv.writer in a streaming body."""
-
-    def write(self, value):
-        return value
-
-
 CSV_RUN_FIELDS = (
     "trace_id", "agent", "started_at", "status", "outcome", "task_type", "team", "user_id",
     "conversation_id", "span_count", "llm_calls", "tool_calls", "input_tokens", "output_tokens",
     "cost_usd", "cost_known",
 )  # fmt: skip
-
-
-def _csv_cell(value) -> str:
-    """Agent-supplied text never starts a formula when the CSV is opened in a spreadsheet."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _spend_csv_rows(dimension: str, since, until, now):
@@ -394,7 +382,7 @@ def _spend_csv_rows(dimension: str, since, until, now):
         rows = costs.spend_by(dimension, since, until, now=now)
     for row in rows:
         yield [
-            _csv_cell(row.value),
+            csv_cell(row.value),
             row.runs,
             row.successes,
             row.cost_usd,
@@ -428,7 +416,7 @@ def _run_csv_rows(since, until):
         )  # fmt: skip
     )
     for row in runs.iterator(chunk_size=2000):
-        yield [_csv_cell(value) for value in row]
+        yield [csv_cell(value) for value in row]
 
 
 @require_GET
@@ -445,7 +433,7 @@ def cost_csv(request):
         rows = _spend_csv_rows(by, since, until, now)
     else:
         return HttpResponse("by must be run or one of: " + ", ".join(costs.DIMENSIONS), status=400)
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
     response = StreamingHttpResponse(
         (writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8"
     )

@@ -314,7 +314,7 @@ def _side_context(request, incident: Incident) -> dict:
     return {
         "incident": incident,
         "can_command": has_role(request.user, COMMANDER),
-        "agents": list(incident.agents.order_by("name")),
+        "agents": list(incident.agents.select_related("project").order_by("name")),
         "roles_current": [r for r in incident.roles.all() if r.ended_at is None],
         "roles_past": [r for r in incident.roles.all() if r.ended_at is not None],
         "links": list(

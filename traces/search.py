@@ -18,7 +18,7 @@ from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, Value
 from django.utils import timezone
 
 from cockpit.models import RollupWatermark
-from cockpit.rollups import EPOCH, changed_runs_pass
+from cockpit.rollups import EPOCH, changed_rows_pass
 from traces.models import Run, RunSearch, Span
 
 SEARCH_WATERMARK = "search"
@@ -54,13 +54,15 @@ DOCUMENTS_SQL = """
 def index_pass(*, now: datetime | None = None) -> int:
     """Rebuild the documents of runs changed since the watermark. Returns how many runs it read.
 
-    One transaction under the "search" watermark (cockpit.rollups.changed_runs_pass), which
+    One transaction under the "search" watermark (cockpit.rollups.changed_rows_pass), which
     stops short of any transaction still open, so a run committed late is never skipped; until
     the watermark passes a run, searches read its spans.
     """
     if connection.vendor != "postgresql":
         return 0
-    return changed_runs_pass(SEARCH_WATERMARK, INDEX_BATCH, _write_documents, now or timezone.now())
+    return changed_rows_pass(
+        SEARCH_WATERMARK, Run.objects.all(), INDEX_BATCH, _write_documents, now or timezone.now()
+    )
 
 
 def _write_documents(run_ids: list[int]) -> None:

@@ -211,6 +211,18 @@ def test_the_rollup_pass_sums_scores_per_agent_version_and_day(project):
     assert {(m["name"], m["version"]): m["mean"] for m in means}[("helpfulness", "1.1")] == 1.0
 
 
+def test_a_burst_of_scores_stamped_at_one_instant_never_stalls_the_rollup(project, monkeypatch):
+    monkeypatch.setattr(scores, "ROLLUP_BATCH", 2)
+    agent = make_agent(project)
+    for days_ago in (1, 2, 3):
+        run = make_run(project, agent, started_at=NOW - timedelta(days=days_ago))
+        _score(run, "helpfulness", 0.5)
+    Score.objects.update(updated_at=NOW - timedelta(hours=1))  # one ingest batch, one stamp
+
+    assert scores.rollup_pass(now=NOW) == 3  # every score of the burst, past the batch size
+    assert ScoreDaily.objects.count() == 3
+
+
 def test_a_second_rollup_pass_with_nothing_new_rebuilds_nothing(project):
     run = make_run(project, started_at=NOW - timedelta(hours=1))
     _score(run, "helpfulness", 0.5)

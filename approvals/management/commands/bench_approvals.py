@@ -25,6 +25,7 @@ from django.test import Client
 from django.utils import timezone
 
 from approvals import engine
+from approvals.health import percentile
 from approvals.models import (
     ApprovalEvent,
     ApprovalRequest,
@@ -37,11 +38,6 @@ from traces.models import IngestKey
 
 BENCH = "bench-approvals"
 SWEEP_EVERY = 2.0
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
 def api(host, port, key, method, path, body=None, timeout=90) -> tuple[int, dict]:
