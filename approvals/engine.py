@@ -401,25 +401,29 @@ def do_cancel(request: ApprovalRequest, *, now: datetime | None = None) -> Appro
 
 
 def do_freeze_agents(agents, *, reason: str, actor) -> list[ApprovalRequest]:
-    """Reject every pending request of these agents with `reason` (e.g. from an incident)."""
+    """Reject every pending request of these agents with `reason` (e.g. from an incident):
+    one UPDATE and one insert of the log rows for all of them."""
     now = timezone.now()
-    frozen = []
+    decided = {"status": ApprovalRequest.Status.REJECTED, "decided_at": now,
+               "decided_by": actor, "decision": Decision.REJECT, "comment": reason}  # fmt: skip
     with transaction.atomic():
-        pending = ApprovalRequest.objects.pending().filter(agent__in=list(agents))
-        for request in pending.select_for_update(skip_locked=False).order_by("pk"):
-            ApprovalRequest.objects.filter(pk=request.pk).update(
-                status=ApprovalRequest.Status.REJECTED,
-                decided_at=now,
-                decided_by=actor,
-                decision=Decision.REJECT,
-                comment=reason,
-            )
-            request.refresh_from_db()
-            _log(
-                request, ApprovalEvent.Kind.FROZEN, actor=actor, now=now, details={"reason": reason}
-            )
+        frozen = list(
+            ApprovalRequest.objects.pending()
+            .filter(agent__in=list(agents))
+            .select_for_update()
+            .order_by("pk")
+        )
+        ApprovalRequest.objects.filter(pk__in=[r.pk for r in frozen]).update(**decided)
+        for request in frozen:
+            for field, value in decided.items():
+                setattr(request, field, value)
+        ApprovalEvent.objects.bulk_create(
+            ApprovalEvent(request=request, kind=ApprovalEvent.Kind.FROZEN, actor=actor,
+                          level=request.level, at=now, details={"reason": reason})
+            for request in frozen
+        )  # fmt: skip
+        for request in frozen:
             _after_change(request, "rejected")
-            frozen.append(request)
     return frozen
 
 
